@@ -1,1 +1,77 @@
-fn main() {}
+//! The `trainprov` command: a thin layer over the `attest` and `recorder` crates.
+//!
+//! Each subcommand lives in `commands/`, parses nothing itself, and returns a [`Report`]
+//! (human text + JSON) or a [`CliError`] carrying its exit code.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod exit;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+/// What a successful command prints.
+pub struct Report {
+    /// Lines for humans (stdout).
+    pub human: String,
+    /// The same, for machines.
+    pub json: serde_json::Value,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (json, result) = match cli.command {
+        Command::Keygen(args) => (args.global.json, commands::keygen::run(&args)),
+        Command::SignModel(args) => (args.global.json, commands::sign_model::run(&args)),
+        Command::Verify(args) => (args.global.json, commands::verify::run(&args)),
+        Command::Attest(args) => (args.global.json, commands::attest::run(&args)),
+    };
+    match result {
+        Ok(report) => {
+            let text = if json {
+                to_json_line(&report.json)
+            } else {
+                report.human
+            };
+            print_stdout(&text);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let message = format!("{:#}", err.error);
+            let label = if err.code == exit::FAILED {
+                "verification failed"
+            } else {
+                "error"
+            };
+            eprintln!("trainprov: {label}: {message}");
+            if json {
+                let mut object = serde_json::json!({
+                    "status": if err.code == exit::FAILED { "failed" } else { "error" },
+                    "error": message,
+                });
+                if let (Some(detail), Some(map)) = (err.detail, object.as_object_mut()) {
+                    map.insert("detail".into(), detail);
+                }
+                print_stdout(&to_json_line(&object));
+            }
+            ExitCode::from(err.code)
+        }
+    }
+}
+
+fn to_json_line(value: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    text
+}
+
+/// Prints to stdout; a closed pipe (`trainprov verify … | head -1`) is not an error.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}

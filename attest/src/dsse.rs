@@ -79,12 +79,21 @@ impl VerifiedPayload {
 /// Pre-authentication encoding of DSSE v1.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + payload_type.len() + 32);
-    out.extend_from_slice(format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "DSSEv1 {} {} {} ",
+            payload_type.len(),
+            payload_type,
+            payload.len()
+        )
+        .as_bytes(),
+    );
     out.extend_from_slice(payload);
     out
 }
 
-const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
 const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
 const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
@@ -93,7 +102,9 @@ pub fn decode_base64(text: &str, field: &str) -> Result<Vec<u8>, DsseError> {
     STANDARD_LENIENT
         .decode(text)
         .or_else(|_| URL_SAFE_LENIENT.decode(text))
-        .map_err(|_| DsseError::BadBase64 { field: field.to_string() })
+        .map_err(|_| DsseError::BadBase64 {
+            field: field.to_string(),
+        })
 }
 
 /// Encodes bytes as standard base64 with padding.
@@ -107,14 +118,23 @@ impl Envelope {
         let message = pae(payload_type, payload);
         let signatures = keys
             .iter()
-            .map(|key| Signature { keyid: key.public_key().keyid().to_string(), sig: encode_base64(&key.sign(&message)) })
+            .map(|key| Signature {
+                keyid: key.public_key().keyid().to_string(),
+                sig: encode_base64(&key.sign(&message)),
+            })
             .collect();
-        Envelope { payload: encode_base64(payload), payload_type: payload_type.to_string(), signatures }
+        Envelope {
+            payload: encode_base64(payload),
+            payload_type: payload_type.to_string(),
+            signatures,
+        }
     }
 
     /// Parses an envelope from JSON bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Envelope, DsseError> {
-        serde_json::from_slice(bytes).map_err(|e| DsseError::NotAnEnvelope { detail: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| DsseError::NotAnEnvelope {
+            detail: e.to_string(),
+        })
     }
 
     /// Serializes the envelope as compact JSON (deterministic: fixed field order).
@@ -125,13 +145,24 @@ impl Envelope {
 
     /// Verifies the envelope: payload type first, then signatures from at least `threshold`
     /// distinct keys among `trusted`.
-    pub fn verify(&self, expected_type: &str, trusted: &[PublicKey], threshold: usize) -> Result<VerifiedPayload, DsseError> {
+    pub fn verify(
+        &self,
+        expected_type: &str,
+        trusted: &[PublicKey],
+        threshold: usize,
+    ) -> Result<VerifiedPayload, DsseError> {
         if threshold == 0 || threshold > trusted.len() {
-            return Err(DsseError::BadThreshold { threshold, keys: trusted.len() });
+            return Err(DsseError::BadThreshold {
+                threshold,
+                keys: trusted.len(),
+            });
         }
         let payload = decode_base64(&self.payload, "payload")?;
         if self.payload_type != expected_type {
-            return Err(DsseError::PayloadType { expected: expected_type.to_string(), got: self.payload_type.clone() });
+            return Err(DsseError::PayloadType {
+                expected: expected_type.to_string(),
+                got: self.payload_type.clone(),
+            });
         }
         if self.signatures.is_empty() {
             return Err(DsseError::NoSignatures);
@@ -144,25 +175,52 @@ impl Envelope {
             let candidates: Vec<usize> = if signature.keyid.is_empty() {
                 (0..trusted.len()).collect()
             } else {
-                trusted.iter().enumerate().filter(|(_, k)| k.keyid() == signature.keyid).map(|(i, _)| i).collect()
+                trusted
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| k.keyid() == signature.keyid)
+                    .map(|(i, _)| i)
+                    .collect()
             };
             if candidates.is_empty() {
-                reasons.push(format!("signature {index}: keyid {} is not a trusted key", signature.keyid));
+                reasons.push(format!(
+                    "signature {index}: keyid {} is not a trusted key",
+                    signature.keyid
+                ));
                 continue;
             }
-            match candidates.into_iter().find(|&i| trusted[i].verify(&message, &bytes)) {
+            match candidates
+                .into_iter()
+                .find(|&i| trusted[i].verify(&message, &bytes))
+            {
                 Some(i) => signed[i] = true,
                 None => reasons.push(format!("signature {index}: invalid for the trusted key")),
             }
         }
         let valid = signed.iter().filter(|s| **s).count();
         if valid < threshold {
-            let detail = if reasons.is_empty() { "too few signers".to_string() } else { reasons.join("; ") };
-            return Err(DsseError::Threshold { valid, threshold, detail });
+            let detail = if reasons.is_empty() {
+                "too few signers".to_string()
+            } else {
+                reasons.join("; ")
+            };
+            return Err(DsseError::Threshold {
+                valid,
+                threshold,
+                detail,
+            });
         }
-        let signed_by =
-            trusted.iter().zip(&signed).filter(|(_, s)| **s).map(|(k, _)| k.keyid().to_string()).collect();
-        Ok(VerifiedPayload { payload_type: self.payload_type.clone(), payload, signed_by })
+        let signed_by = trusted
+            .iter()
+            .zip(&signed)
+            .filter(|(_, s)| **s)
+            .map(|(k, _)| k.keyid().to_string())
+            .collect();
+        Ok(VerifiedPayload {
+            payload_type: self.payload_type.clone(),
+            payload,
+            signed_by,
+        })
     }
 }
 
@@ -175,7 +233,10 @@ mod tests {
     #[test]
     fn pae_matches_the_dsse_specification_vector() {
         let got = pae("http://example.com/HelloWorld", b"hello world");
-        assert_eq!(got, b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec());
+        assert_eq!(
+            got,
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
         assert_eq!(pae("", b""), b"DSSEv1 0  0 ".to_vec());
     }
 
@@ -185,11 +246,23 @@ mod tests {
         let b = SigningKey::generate(KeyAlgorithm::Ed25519);
         let trusted = [a.public_key(), b.public_key()];
         let both = Envelope::sign("t", b"x", &[&a, &b]);
-        assert_eq!(both.verify("t", &trusted, 2).expect("2 of 2").signed_by().len(), 2);
+        assert_eq!(
+            both.verify("t", &trusted, 2)
+                .expect("2 of 2")
+                .signed_by()
+                .len(),
+            2
+        );
         let twice_a = Envelope::sign("t", b"x", &[&a, &a]);
-        assert!(matches!(twice_a.verify("t", &trusted, 2), Err(DsseError::Threshold { valid: 1, .. })));
+        assert!(matches!(
+            twice_a.verify("t", &trusted, 2),
+            Err(DsseError::Threshold { valid: 1, .. })
+        ));
         assert!(twice_a.verify("t", &trusted, 1).is_ok());
-        assert!(matches!(twice_a.verify("t", &trusted, 3), Err(DsseError::BadThreshold { .. })));
+        assert!(matches!(
+            twice_a.verify("t", &trusted, 3),
+            Err(DsseError::BadThreshold { .. })
+        ));
     }
 
     #[test]
@@ -197,7 +270,9 @@ mod tests {
         let key = SigningKey::generate(KeyAlgorithm::Ed25519);
         let mut env = Envelope::sign("t", b"\xfb\xff payload", &[&key]);
         env.payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"\xfb\xff payload");
-        let verified = env.verify("t", &[key.public_key()], 1).expect("url-safe payload");
+        let verified = env
+            .verify("t", &[key.public_key()], 1)
+            .expect("url-safe payload");
         assert_eq!(verified.payload(), b"\xfb\xff payload");
     }
 }

@@ -193,7 +193,9 @@ pub enum ModelSignatureError {
         detail: String,
     },
     /// The bundle's public-key hint names a key we were not given.
-    #[error("signed by a different key: the bundle's key hint is {hint}, trusted keyid(s) {trusted}")]
+    #[error(
+        "signed by a different key: the bundle's key hint is {hint}, trusted keyid(s) {trusted}"
+    )]
     KeyHint {
         /// The hint in the bundle.
         hint: String,

@@ -27,16 +27,27 @@ impl KeyPairPaths {
     /// so `--out keys/signer.key` does not produce `signer.key.key`.
     pub fn for_prefix(prefix: &Path) -> Self {
         let text = prefix.as_os_str().to_string_lossy();
-        let base = text.strip_suffix(".key").or_else(|| text.strip_suffix(".pub")).unwrap_or(&text);
-        KeyPairPaths { private: PathBuf::from(format!("{base}.key")), public: PathBuf::from(format!("{base}.pub")) }
+        let base = text
+            .strip_suffix(".key")
+            .or_else(|| text.strip_suffix(".pub"))
+            .unwrap_or(&text);
+        KeyPairPaths {
+            private: PathBuf::from(format!("{base}.key")),
+            public: PathBuf::from(format!("{base}.pub")),
+        }
     }
 }
 
 fn read_key_text(path: &Path) -> Result<String, KeyError> {
-    let read_err = |source| KeyError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.is_dir() {
-        return Err(read_err(std::io::Error::other("is a directory, expected a PEM key file")));
+        return Err(read_err(std::io::Error::other(
+            "is a directory, expected a PEM key file",
+        )));
     }
     if meta.len() > MAX_KEY_FILE {
         return Err(read_err(std::io::Error::other(format!(
@@ -55,7 +66,10 @@ fn read_key_text(path: &Path) -> Result<String, KeyError> {
 /// stale public key would otherwise be handed to verifiers that then reject every signature.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let text = zeroize::Zeroizing::new(read_key_text(path)?);
-    let key = SigningKey::from_pem(&text).map_err(|source| KeyError::Parse { path: path.to_path_buf(), source })?;
+    let key = SigningKey::from_pem(&text).map_err(|source| KeyError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if path.extension().is_some_and(|e| e == "key") {
         let public_path = path.with_extension("pub");
         if public_path.is_file() {
@@ -77,12 +91,19 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
 /// Loads a public key (SPKI PEM).
 pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyError> {
     let text = read_key_text(path)?;
-    PublicKey::from_pem(&text).map_err(|source| KeyError::Parse { path: path.to_path_buf(), source })
+    PublicKey::from_pem(&text).map_err(|source| KeyError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `key` as `PREFIX.key` (0600) and `PREFIX.pub` (0644). Refuses to replace existing
 /// files unless `force` is set.
-pub fn write_key_pair(prefix: &Path, key: &SigningKey, force: bool) -> Result<KeyPairPaths, KeyError> {
+pub fn write_key_pair(
+    prefix: &Path,
+    key: &SigningKey,
+    force: bool,
+) -> Result<KeyPairPaths, KeyError> {
     let paths = KeyPairPaths::for_prefix(prefix);
     if !force {
         for path in [&paths.private, &paths.public] {
@@ -92,13 +113,24 @@ pub fn write_key_pair(prefix: &Path, key: &SigningKey, force: bool) -> Result<Ke
         }
     }
     if let Some(dir) = paths.private.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| KeyError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     let private_pem = key.to_pkcs8_pem();
-    write_atomic(&paths.private, private_pem.as_bytes(), 0o600)
-        .map_err(|source| KeyError::Write { path: paths.private.clone(), source })?;
-    write_atomic(&paths.public, key.public_key().to_pem().as_bytes(), 0o644)
-        .map_err(|source| KeyError::Write { path: paths.public.clone(), source })?;
+    write_atomic(&paths.private, private_pem.as_bytes(), 0o600).map_err(|source| {
+        KeyError::Write {
+            path: paths.private.clone(),
+            source,
+        }
+    })?;
+    write_atomic(&paths.public, key.public_key().to_pem().as_bytes(), 0o644).map_err(|source| {
+        KeyError::Write {
+            path: paths.public.clone(),
+            source,
+        }
+    })?;
     Ok(paths)
 }
 
@@ -109,7 +141,10 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -149,22 +184,39 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&paths.private).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(&paths.private)
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let loaded = load_signing_key(&paths.private).expect("load private");
         assert_eq!(loaded.public_key(), key.public_key());
-        assert_eq!(load_public_key(&paths.public).expect("load public"), key.public_key());
-        assert!(matches!(write_key_pair(&dir.path().join("signer"), &key, false), Err(KeyError::Exists { .. })));
+        assert_eq!(
+            load_public_key(&paths.public).expect("load public"),
+            key.public_key()
+        );
+        assert!(matches!(
+            write_key_pair(&dir.path().join("signer"), &key, false),
+            Err(KeyError::Exists { .. })
+        ));
     }
 
     #[test]
     fn mismatched_pub_beside_key_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = write_key_pair(&dir.path().join("a"), &SigningKey::generate(KeyAlgorithm::Ed25519), false)
-            .expect("write a");
-        let b = write_key_pair(&dir.path().join("b"), &SigningKey::generate(KeyAlgorithm::Ed25519), false)
-            .expect("write b");
+        let a = write_key_pair(
+            &dir.path().join("a"),
+            &SigningKey::generate(KeyAlgorithm::Ed25519),
+            false,
+        )
+        .expect("write a");
+        let b = write_key_pair(
+            &dir.path().join("b"),
+            &SigningKey::generate(KeyAlgorithm::Ed25519),
+            false,
+        )
+        .expect("write b");
         std::fs::copy(&b.public, &a.public).expect("copy");
         let err = load_signing_key(&a.private).err().expect("must fail");
         assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");

@@ -84,8 +84,12 @@ impl SigningKey {
     /// Generates a fresh key from the operating system's random source.
     pub fn generate(algorithm: KeyAlgorithm) -> Self {
         let inner = match algorithm {
-            KeyAlgorithm::EcdsaP256 => SigningInner::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
-            KeyAlgorithm::Ed25519 => SigningInner::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+            KeyAlgorithm::EcdsaP256 => {
+                SigningInner::P256(p256::ecdsa::SigningKey::random(&mut OsRng))
+            }
+            KeyAlgorithm::Ed25519 => {
+                SigningInner::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng))
+            }
         };
         SigningKey { inner }
     }
@@ -98,17 +102,22 @@ impl SigningKey {
         match label.as_str() {
             "PRIVATE KEY" => Self::from_pkcs8_der(&der),
             "EC PRIVATE KEY" => {
-                let secret = p256::SecretKey::from_sec1_der(&der).map_err(|e| KeyParseError::Malformed {
-                    detail: format!("not a P-256 SEC1 private key ({e})"),
-                })?;
-                Ok(SigningKey { inner: SigningInner::P256(secret.into()) })
+                let secret =
+                    p256::SecretKey::from_sec1_der(&der).map_err(|e| KeyParseError::Malformed {
+                        detail: format!("not a P-256 SEC1 private key ({e})"),
+                    })?;
+                Ok(SigningKey {
+                    inner: SigningInner::P256(secret.into()),
+                })
             }
             "ENCRYPTED PRIVATE KEY" => Err(KeyParseError::Encrypted),
             "PUBLIC KEY" => Err(KeyParseError::WrongKind {
                 found: "a public key",
                 expected: "a private key (the .key file written by `trainprov keygen`)",
             }),
-            other => Err(KeyParseError::UnexpectedLabel { label: other.to_string() }),
+            other => Err(KeyParseError::UnexpectedLabel {
+                label: other.to_string(),
+            }),
         }
     }
 
@@ -116,17 +125,28 @@ impl SigningKey {
         let oid = pkcs8_algorithm(der)?;
         match oid.as_str() {
             OID_EC_PUBLIC_KEY => {
-                let secret = p256::SecretKey::from_pkcs8_der(der).map_err(|_| KeyParseError::Unsupported {
-                    detail: "an EC key on a curve other than P-256".into(),
+                let secret = p256::SecretKey::from_pkcs8_der(der).map_err(|_| {
+                    KeyParseError::Unsupported {
+                        detail: "an EC key on a curve other than P-256".into(),
+                    }
                 })?;
-                Ok(SigningKey { inner: SigningInner::P256(secret.into()) })
+                Ok(SigningKey {
+                    inner: SigningInner::P256(secret.into()),
+                })
             }
             OID_ED25519 => {
-                let key = ed25519_dalek::SigningKey::from_pkcs8_der(der)
-                    .map_err(|e| KeyParseError::Malformed { detail: format!("bad Ed25519 PKCS#8 key ({e})") })?;
-                Ok(SigningKey { inner: SigningInner::Ed25519(key) })
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|e| {
+                    KeyParseError::Malformed {
+                        detail: format!("bad Ed25519 PKCS#8 key ({e})"),
+                    }
+                })?;
+                Ok(SigningKey {
+                    inner: SigningInner::Ed25519(key),
+                })
             }
-            other => Err(KeyParseError::Unsupported { detail: describe_oid(other) }),
+            other => Err(KeyParseError::Unsupported {
+                detail: describe_oid(other),
+            }),
         }
     }
 
@@ -136,7 +156,10 @@ impl SigningKey {
             SigningInner::P256(k) => p256::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF),
             SigningInner::Ed25519(k) => {
                 // Build the v1 structure by hand: `public_key: None` leaves out the [1] field.
-                let bytes = KeypairBytes { secret_key: k.to_bytes(), public_key: None };
+                let bytes = KeypairBytes {
+                    secret_key: k.to_bytes(),
+                    public_key: None,
+                };
                 bytes.to_pkcs8_pem(LineEnding::LF)
             }
         };
@@ -224,16 +247,25 @@ impl PublicKey {
         let oid = spki_algorithm(der)?;
         let inner = match oid.as_str() {
             OID_EC_PUBLIC_KEY => {
-                let key = p256::PublicKey::from_public_key_der(der).map_err(|_| KeyParseError::Unsupported {
-                    detail: "an EC key on a curve other than P-256".into(),
+                let key = p256::PublicKey::from_public_key_der(der).map_err(|_| {
+                    KeyParseError::Unsupported {
+                        detail: "an EC key on a curve other than P-256".into(),
+                    }
                 })?;
                 PublicInner::P256(key.into())
             }
             OID_ED25519 => PublicInner::Ed25519(
-                ed25519_dalek::VerifyingKey::from_public_key_der(der)
-                    .map_err(|e| KeyParseError::Malformed { detail: format!("bad Ed25519 public key ({e})") })?,
+                ed25519_dalek::VerifyingKey::from_public_key_der(der).map_err(|e| {
+                    KeyParseError::Malformed {
+                        detail: format!("bad Ed25519 public key ({e})"),
+                    }
+                })?,
             ),
-            other => return Err(KeyParseError::Unsupported { detail: describe_oid(other) }),
+            other => {
+                return Err(KeyParseError::Unsupported {
+                    detail: describe_oid(other),
+                })
+            }
         };
         Ok(Self::from_inner(inner))
     }
@@ -296,22 +328,28 @@ fn decode_pem(text: &str) -> Result<(String, Vec<u8>), KeyParseError> {
     // Normalise CRLF so keys edited on Windows still load.
     let normalized = trimmed.replace("\r\n", "\n");
     let (label, der) = p256::pkcs8::der::pem::decode_vec(normalized.as_bytes()).map_err(|e| {
-        KeyParseError::Malformed { detail: format!("PEM does not decode ({e}); is the file truncated?") }
+        KeyParseError::Malformed {
+            detail: format!("PEM does not decode ({e}); is the file truncated?"),
+        }
     })?;
     Ok((label.to_string(), der))
 }
 
 fn pkcs8_algorithm(der: &[u8]) -> Result<String, KeyParseError> {
     use p256::pkcs8::der::Decode as _;
-    let info = p256::pkcs8::PrivateKeyInfo::from_der(der)
-        .map_err(|e| KeyParseError::Malformed { detail: format!("not a PKCS#8 private key ({e}); is the file truncated?") })?;
+    let info =
+        p256::pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| KeyParseError::Malformed {
+            detail: format!("not a PKCS#8 private key ({e}); is the file truncated?"),
+        })?;
     Ok(info.algorithm.oid.to_string())
 }
 
 fn spki_algorithm(der: &[u8]) -> Result<String, KeyParseError> {
     use p256::pkcs8::der::Decode as _;
-    let info = p256::pkcs8::spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|e| KeyParseError::Malformed {
-        detail: format!("not a SubjectPublicKeyInfo public key ({e}); is the file truncated?"),
+    let info = p256::pkcs8::spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|e| {
+        KeyParseError::Malformed {
+            detail: format!("not a SubjectPublicKeyInfo public key ({e}); is the file truncated?"),
+        }
     })?;
     Ok(info.algorithm.oid.to_string())
 }
@@ -362,13 +400,26 @@ mod tests {
         let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
         assert!(matches!(
             SigningKey::from_pem(key.public_key().to_pem()),
-            Err(KeyParseError::WrongKind { found: "a public key", .. })
+            Err(KeyParseError::WrongKind {
+                found: "a public key",
+                ..
+            })
         ));
-        assert!(matches!(PublicKey::from_pem(&key.to_pkcs8_pem()), Err(KeyParseError::WrongKind { .. })));
+        assert!(matches!(
+            PublicKey::from_pem(&key.to_pkcs8_pem()),
+            Err(KeyParseError::WrongKind { .. })
+        ));
         assert_eq!(SigningKey::from_pem("").err(), Some(KeyParseError::Empty));
-        assert_eq!(SigningKey::from_pem("hello").err(), Some(KeyParseError::NotPem));
-        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        assert_eq!(SigningKey::from_pem(encrypted).err(), Some(KeyParseError::Encrypted));
+        assert_eq!(
+            SigningKey::from_pem("hello").err(),
+            Some(KeyParseError::NotPem)
+        );
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert_eq!(
+            SigningKey::from_pem(encrypted).err(),
+            Some(KeyParseError::Encrypted)
+        );
     }
 
     #[test]
@@ -376,6 +427,9 @@ mod tests {
         let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
         let pem = key.to_pkcs8_pem();
         let cut = &pem[..pem.len() / 2];
-        assert!(matches!(SigningKey::from_pem(cut), Err(KeyParseError::Malformed { .. })));
+        assert!(matches!(
+            SigningKey::from_pem(cut),
+            Err(KeyParseError::Malformed { .. })
+        ));
     }
 }

@@ -99,7 +99,9 @@ impl ModelPath {
             || path.starts_with('/')
             || path.contains('\\')
             || path.contains('\0')
-            || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..");
         if bad {
             return Err(format!("'{path}' is not a normalised relative path"));
         }
@@ -160,7 +162,11 @@ impl ModelDiff {
 impl std::fmt::Display for ModelDiff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
-        for (label, names) in [("missing", &self.missing), ("extra", &self.extra), ("changed", &self.changed)] {
+        for (label, names) in [
+            ("missing", &self.missing),
+            ("extra", &self.extra),
+            ("changed", &self.changed),
+        ] {
             if !names.is_empty() {
                 parts.push(format!("{label}: {}", names.join(", ")));
             }
@@ -199,7 +205,11 @@ impl ModelManifest {
             },
             "resources": resources,
         });
-        Statement::new(vec![ResourceDescriptor::named(self.model_name.clone(), root)], OMS_PREDICATE_TYPE, predicate)
+        Statement::new(
+            vec![ResourceDescriptor::named(self.model_name.clone(), root)],
+            OMS_PREDICATE_TYPE,
+            predicate,
+        )
     }
 
     /// Reads a manifest back from an OMS Statement, checking that the root digest in the subject
@@ -207,10 +217,15 @@ impl ModelManifest {
     pub fn from_statement(statement: &Statement<Value>) -> Result<Self, ModelSignatureError> {
         let bad = |detail: String| ModelSignatureError::Predicate { detail };
         let [subject] = statement.subject.as_slice() else {
-            return Err(bad(format!("expected exactly one subject, found {}", statement.subject.len())));
+            return Err(bad(format!(
+                "expected exactly one subject, found {}",
+                statement.subject.len()
+            )));
         };
-        let expected_root =
-            subject.digest.get("sha256").ok_or_else(|| bad("the subject has no sha256 root digest".into()))?;
+        let expected_root = subject
+            .digest
+            .get("sha256")
+            .ok_or_else(|| bad("the subject has no sha256 root digest".into()))?;
         let serialization = &statement.predicate["serialization"];
         match serialization["method"].as_str() {
             Some("files") => {}
@@ -222,7 +237,9 @@ impl ModelManifest {
             None => return Err(bad("serialization.method is missing".into())),
         }
         let hash_type = HashAlgorithm::parse(
-            serialization["hash_type"].as_str().ok_or_else(|| bad("serialization.hash_type is missing".into()))?,
+            serialization["hash_type"]
+                .as_str()
+                .ok_or_else(|| bad("serialization.hash_type is missing".into()))?,
         )?;
         let allow_symlinks = match &serialization["allow_symlinks"] {
             Value::Bool(b) => *b,
@@ -231,24 +248,34 @@ impl ModelManifest {
         };
         let ignore_paths = match &serialization["ignore_paths"] {
             Value::Null => Vec::new(),
-            Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             _ => return Err(bad("serialization.ignore_paths is not a list".into())),
         };
-        let resources =
-            statement.predicate["resources"].as_array().ok_or_else(|| bad("predicate.resources is missing".into()))?;
+        let resources = statement.predicate["resources"]
+            .as_array()
+            .ok_or_else(|| bad("predicate.resources is missing".into()))?;
         let mut files = BTreeMap::new();
         let mut root = Sha256::new();
         for (index, resource) in resources.iter().enumerate() {
             let field = |key: &str| {
-                resource[key].as_str().ok_or_else(|| bad(format!("resources[{index}].{key} is missing")))
+                resource[key]
+                    .as_str()
+                    .ok_or_else(|| bad(format!("resources[{index}].{key} is missing")))
             };
             let name = field("name")?;
             let algorithm = field("algorithm")?;
             if algorithm != hash_type.name() {
-                return Err(bad(format!("resource '{name}' uses {algorithm}, the serialization says {}", hash_type.name())));
+                return Err(bad(format!(
+                    "resource '{name}' uses {algorithm}, the serialization says {}",
+                    hash_type.name()
+                )));
             }
             let digest = field("digest")?.to_ascii_lowercase();
-            let raw = hex::decode(&digest).map_err(|_| bad(format!("resource '{name}' has a non-hex digest")))?;
+            let raw = hex::decode(&digest)
+                .map_err(|_| bad(format!("resource '{name}' has a non-hex digest")))?;
             root.update(&raw);
             let path = ModelPath::new(name).map_err(|e| bad(format!("resource name {e}")))?;
             if files.insert(path, digest).is_some() {
@@ -276,12 +303,18 @@ impl ModelManifest {
         for (path, digest) in &self.files {
             match actual.files.get(path) {
                 None => diff.missing.push(path.as_str().to_string()),
-                Some(d) if !d.eq_ignore_ascii_case(digest) => diff.changed.push(path.as_str().to_string()),
+                Some(d) if !d.eq_ignore_ascii_case(digest) => {
+                    diff.changed.push(path.as_str().to_string())
+                }
                 Some(_) => {}
             }
         }
-        diff.extra =
-            actual.files.keys().filter(|p| !self.files.contains_key(*p)).map(|p| p.as_str().to_string()).collect();
+        diff.extra = actual
+            .files
+            .keys()
+            .filter(|p| !self.files.contains_key(*p))
+            .map(|p| p.as_str().to_string())
+            .collect();
         diff
     }
 }
@@ -336,32 +369,57 @@ impl ModelSignature {
 
     /// Parses `model.sig` bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ModelSignatureError> {
-        serde_json::from_slice(bytes).map_err(|e| ModelSignatureError::NotABundle { detail: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| ModelSignatureError::NotABundle {
+            detail: e.to_string(),
+        })
     }
 
     /// Pretty JSON with a trailing newline (deterministic for a given signature).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("serializing a model signature bundle");
+        let mut bytes =
+            serde_json::to_vec_pretty(self).expect("serializing a model signature bundle");
         bytes.push(b'\n');
         bytes
     }
 
     /// Checks the bundle's signature against `trusted` and returns the signed manifest. The
     /// caller then hashes the directory and calls [`ModelManifest::diff`].
-    pub fn verify(&self, trusted: &[PublicKey]) -> Result<Verified<ModelManifest>, ModelSignatureError> {
+    pub fn verify(
+        &self,
+        trusted: &[PublicKey],
+    ) -> Result<Verified<ModelManifest>, ModelSignatureError> {
         if self.media_type != BUNDLE_MEDIA_TYPE && self.media_type != BUNDLE_MEDIA_TYPE_ALT {
             return Err(ModelSignatureError::NotABundle {
-                detail: format!("mediaType is '{}', expected '{BUNDLE_MEDIA_TYPE}'", self.media_type),
+                detail: format!(
+                    "mediaType is '{}', expected '{BUNDLE_MEDIA_TYPE}'",
+                    self.media_type
+                ),
             });
         }
-        let hint = self.verification_material.public_key.as_ref().and_then(|p| p.hint.clone()).filter(|h| !h.is_empty());
+        let hint = self
+            .verification_material
+            .public_key
+            .as_ref()
+            .and_then(|p| p.hint.clone())
+            .filter(|h| !h.is_empty());
         let keys: Vec<PublicKey> = match &hint {
-            Some(hint) => trusted.iter().filter(|k| k.keyid().eq_ignore_ascii_case(hint)).cloned().collect(),
+            Some(hint) => trusted
+                .iter()
+                .filter(|k| k.keyid().eq_ignore_ascii_case(hint))
+                .cloned()
+                .collect(),
             None => trusted.to_vec(),
         };
         if keys.is_empty() {
-            let trusted = trusted.iter().map(|k| k.keyid()).collect::<Vec<_>>().join(", ");
-            return Err(ModelSignatureError::KeyHint { hint: hint.unwrap_or_default(), trusted });
+            let trusted = trusted
+                .iter()
+                .map(|k| k.keyid())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ModelSignatureError::KeyHint {
+                hint: hint.unwrap_or_default(),
+                trusted,
+            });
         }
         let payload = self.dsse_envelope.verify(IN_TOTO_PAYLOAD_TYPE, &keys, 1)?;
         let statement = Statement::<Value>::from_verified(payload, Some(OMS_PREDICATE_TYPE))?;
@@ -383,15 +441,22 @@ mod tests {
             ignore_paths: vec!["model.sig".into()],
             files: files
                 .iter()
-                .map(|(p, c)| (ModelPath::new(*p).expect("path"), hex::encode(Sha256::digest(c))))
+                .map(|(p, c)| {
+                    (
+                        ModelPath::new(*p).expect("path"),
+                        hex::encode(Sha256::digest(c)),
+                    )
+                })
                 .collect(),
         }
     }
 
     #[test]
     fn paths_sort_by_component_like_python() {
-        let mut paths: Vec<ModelPath> =
-            ["a.txt", "a/b", "a-b", "B", "a"].iter().map(|p| ModelPath::new(*p).expect("path")).collect();
+        let mut paths: Vec<ModelPath> = ["a.txt", "a/b", "a-b", "B", "a"]
+            .iter()
+            .map(|p| ModelPath::new(*p).expect("path"))
+            .collect();
         paths.sort();
         let order: Vec<&str> = paths.iter().map(ModelPath::as_str).collect();
         // sorted(PurePosixPath(p) for p in ...) in CPython 3.11
@@ -434,6 +499,9 @@ mod tests {
         let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
         let other = SigningKey::generate(KeyAlgorithm::EcdsaP256);
         let sig = ModelSignature::sign(&manifest(&[("a", b"1")]), &key).expect("sign");
-        assert!(matches!(sig.verify(&[other.public_key()]), Err(ModelSignatureError::KeyHint { .. })));
+        assert!(matches!(
+            sig.verify(&[other.public_key()]),
+            Err(ModelSignatureError::KeyHint { .. })
+        ));
     }
 }

@@ -64,7 +64,11 @@ pub struct ResourceDescriptor {
 impl ResourceDescriptor {
     /// A descriptor with a name and digests only.
     pub fn named(name: impl Into<String>, digest: DigestSet) -> Self {
-        ResourceDescriptor { name: Some(name.into()), digest, ..Default::default() }
+        ResourceDescriptor {
+            name: Some(name.into()),
+            digest,
+            ..Default::default()
+        }
     }
 
     /// Compares `actual` digests with this descriptor's: every algorithm present in both must
@@ -85,7 +89,9 @@ impl ResourceDescriptor {
             }
         }
         if shared == 0 {
-            return Err(DigestMismatch::NoSharedAlgorithm { recorded: self.digest.keys().cloned().collect() });
+            return Err(DigestMismatch::NoSharedAlgorithm {
+                recorded: self.digest.keys().cloned().collect(),
+            });
         }
         if differing.is_empty() {
             Ok(())
@@ -135,13 +141,24 @@ pub struct Statement<P = serde_json::Value> {
 
 impl<P: Serialize + DeserializeOwned> Statement<P> {
     /// A Statement v1 about `subject`.
-    pub fn new(subject: Vec<ResourceDescriptor>, predicate_type: impl Into<String>, predicate: P) -> Self {
-        Statement { statement_type: STATEMENT_TYPE_V1.into(), subject, predicate_type: predicate_type.into(), predicate }
+    pub fn new(
+        subject: Vec<ResourceDescriptor>,
+        predicate_type: impl Into<String>,
+        predicate: P,
+    ) -> Self {
+        Statement {
+            statement_type: STATEMENT_TYPE_V1.into(),
+            subject,
+            predicate_type: predicate_type.into(),
+            predicate,
+        }
     }
 
     /// Deterministic compact JSON bytes: the DSSE payload.
     pub fn to_json(&self) -> Result<Vec<u8>, StatementError> {
-        serde_json::to_vec(self).map_err(|e| StatementError::Malformed { detail: e.to_string() })
+        serde_json::to_vec(self).map_err(|e| StatementError::Malformed {
+            detail: e.to_string(),
+        })
     }
 
     /// Requires `sha256` and `blake3` on every subject, as trainprov's own records carry.
@@ -170,18 +187,28 @@ impl<P: Serialize + DeserializeOwned> Statement<P> {
             #[serde(rename = "predicateType")]
             predicate_type: String,
         }
-        let header: Header = serde_json::from_slice(payload.payload())
-            .map_err(|e| StatementError::Malformed { detail: e.to_string() })?;
+        let header: Header =
+            serde_json::from_slice(payload.payload()).map_err(|e| StatementError::Malformed {
+                detail: e.to_string(),
+            })?;
         if header.statement_type != STATEMENT_TYPE_V1 {
-            return Err(StatementError::Type { expected: STATEMENT_TYPE_V1, got: header.statement_type });
+            return Err(StatementError::Type {
+                expected: STATEMENT_TYPE_V1,
+                got: header.statement_type,
+            });
         }
         if let Some(expected) = expected_predicate {
             if header.predicate_type != expected {
-                return Err(StatementError::PredicateType { expected: expected.into(), got: header.predicate_type });
+                return Err(StatementError::PredicateType {
+                    expected: expected.into(),
+                    got: header.predicate_type,
+                });
             }
         }
-        let statement: Statement<P> = serde_json::from_slice(payload.payload())
-            .map_err(|e| StatementError::Malformed { detail: e.to_string() })?;
+        let statement: Statement<P> =
+            serde_json::from_slice(payload.payload()).map_err(|e| StatementError::Malformed {
+                detail: e.to_string(),
+            })?;
         Ok(Verified::new(statement, payload.signed_by().to_vec()))
     }
 }
@@ -193,22 +220,34 @@ mod tests {
     #[test]
     fn serialization_is_deterministic_and_sorted() {
         let predicate = serde_json::json!({"zeta": 1, "alpha": {"b": 2, "a": 1}});
-        let s = Statement::new(vec![ResourceDescriptor::named("f", digest_set_of(b"x"))], "urn:p", predicate);
+        let s = Statement::new(
+            vec![ResourceDescriptor::named("f", digest_set_of(b"x"))],
+            "urn:p",
+            predicate,
+        );
         let a = s.to_json().expect("json");
         let b = s.clone().to_json().expect("json");
         assert_eq!(a, b);
         let text = String::from_utf8(a).expect("utf8");
         assert!(text.starts_with(r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"f","digest":{"blake3":"#));
-        assert!(text.ends_with(r#""predicate":{"alpha":{"a":1,"b":2},"zeta":1}}"#), "{text}");
+        assert!(
+            text.ends_with(r#""predicate":{"alpha":{"a":1,"b":2},"zeta":1}}"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn digest_comparison_needs_a_shared_algorithm() {
         let rd = ResourceDescriptor::named("f", digest_set_of(b"x"));
         assert_eq!(rd.digest_mismatches(&digest_set_of(b"x")), Ok(()));
-        assert!(matches!(rd.digest_mismatches(&digest_set_of(b"y")), Err(DigestMismatch::Differs(d)) if d.len() == 2));
+        assert!(
+            matches!(rd.digest_mismatches(&digest_set_of(b"y")), Err(DigestMismatch::Differs(d)) if d.len() == 2)
+        );
         let mut other = DigestSet::new();
         other.insert("md5".into(), "00".into());
-        assert!(matches!(rd.digest_mismatches(&other), Err(DigestMismatch::NoSharedAlgorithm { .. })));
+        assert!(matches!(
+            rd.digest_mismatches(&other),
+            Err(DigestMismatch::NoSharedAlgorithm { .. })
+        ));
     }
 }

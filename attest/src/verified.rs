@@ -27,7 +27,10 @@ impl<T> Verified<T> {
     /// Maps the verified value, keeping the signers (crate-internal: derived values stay
     /// verified only when the derivation is ours).
     pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
-        Verified { value: f(self.value), signed_by: self.signed_by }
+        Verified {
+            value: f(self.value),
+            signed_by: self.signed_by,
+        }
     }
 }
 

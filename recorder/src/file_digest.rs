@@ -45,7 +45,17 @@ pub fn digest_file(path: &Path) -> std::io::Result<FileDigests> {
         b3.update(&buffer[..n]);
         size += n as u64;
     }
-    Ok(FileDigests { sha256: hex::encode(sha.finalize()), blake3: b3.finalize().to_hex().to_string(), size })
+    Ok(FileDigests {
+        sha256: hex::encode(sha.finalize()),
+        blake3: b3.finalize().to_hex().to_string(),
+        size,
+    })
+}
+
+/// [`digest_file`] for many files, in parallel on the rayon pool; results in input order.
+pub fn digest_files(paths: &[std::path::PathBuf]) -> Vec<std::io::Result<FileDigests>> {
+    use rayon::prelude::*;
+    paths.par_iter().map(|p| digest_file(p)).collect()
 }
 
 /// Lowercase hex SHA-256 of a file.

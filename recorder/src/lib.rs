@@ -13,5 +13,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod file_digest;
 pub mod model_tree;

@@ -32,7 +32,11 @@ pub struct TreeOptions {
 
 impl Default for TreeOptions {
     fn default() -> Self {
-        TreeOptions { ignore: Vec::new(), ignore_git: true, hash: HashAlgorithm::Sha256 }
+        TreeOptions {
+            ignore: Vec::new(),
+            ignore_git: true,
+            hash: HashAlgorithm::Sha256,
+        }
     }
 }
 
@@ -92,32 +96,81 @@ fn normalise_ignore(entry: &str) -> String {
 }
 
 fn is_ignored(relative: &str, ignore: &[String]) -> bool {
-    ignore.iter().any(|i| relative == i || (relative.len() > i.len() && relative.starts_with(i.as_str()) && relative.as_bytes()[i.len()] == b'/'))
+    ignore.iter().any(|i| {
+        relative == i
+            || (relative.len() > i.len()
+                && relative.starts_with(i.as_str())
+                && relative.as_bytes()[i.len()] == b'/')
+    })
 }
 
-struct Entry {
-    path: PathBuf,
-    relative: ModelPath,
+/// One file found by [`walk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Absolute path to read.
+    pub path: PathBuf,
+    /// Path relative to the root, `/`-separated.
+    pub relative: ModelPath,
 }
 
-/// Walks `root` and hashes every file into a manifest (see the module docs for the rules).
-pub fn hash_model_dir(root: &Path, options: &TreeOptions) -> Result<ModelManifest, TreeError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TreeError::Io { path, source }
-    };
-    let canonical_root = root.canonicalize().map_err(io(root))?;
+/// The files of a tree, in no particular order, and what the walk decided.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    /// Every file to hash.
+    pub entries: Vec<Entry>,
+    /// Whether any entry is a symlink (inside the root).
+    pub has_symlinks: bool,
+    /// The normalised, sorted ignore list that was applied.
+    pub ignore_paths: Vec<String>,
+    /// The root's own name.
+    pub root_name: String,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError {
+    let path = path.to_path_buf();
+    move |source| TreeError::Io { path, source }
+}
+
+/// Lists the files under `root` by the rules in the module docs, without hashing them.
+pub fn walk(root: &Path, options: &TreeOptions) -> Result<Walk, TreeError> {
+    let canonical_root = root.canonicalize().map_err(io_error(root))?;
     if !canonical_root.is_dir() {
-        return Err(TreeError::NotADirectory { path: root.to_path_buf() });
+        return Err(TreeError::NotADirectory {
+            path: root.to_path_buf(),
+        });
     }
-    let mut ignore: Vec<String> = options.ignore.iter().map(|i| normalise_ignore(i)).filter(|i| !i.is_empty()).collect();
+    let mut ignore: Vec<String> = options
+        .ignore
+        .iter()
+        .map(|i| normalise_ignore(i))
+        .filter(|i| !i.is_empty())
+        .collect();
     if options.ignore_git {
         ignore.extend(GIT_PATHS.iter().map(|p| p.to_string()));
     }
     ignore.sort();
     ignore.dedup();
+    let (entries, has_symlinks) = collect_entries(&canonical_root, root, &ignore)?;
+    let root_name = canonical_root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Walk {
+        entries,
+        has_symlinks,
+        ignore_paths: ignore,
+        root_name,
+    })
+}
 
-    let (entries, allow_symlinks) = collect_entries(&canonical_root, root, &ignore)?;
+/// Walks `root` and hashes every file into a manifest (see the module docs for the rules).
+pub fn hash_model_dir(root: &Path, options: &TreeOptions) -> Result<ModelManifest, TreeError> {
+    let Walk {
+        entries,
+        has_symlinks,
+        ignore_paths,
+        root_name,
+    } = walk(root, options)?;
     let hashed: Result<Vec<(ModelPath, String)>, TreeError> = entries
         .into_par_iter()
         .map(|entry| {
@@ -125,35 +178,57 @@ pub fn hash_model_dir(root: &Path, options: &TreeOptions) -> Result<ModelManifes
                 HashAlgorithm::Sha256 => sha256_file(&entry.path),
                 HashAlgorithm::Blake3 => blake3_file(&entry.path),
             }
-            .map_err(io(&entry.path))?;
+            .map_err(io_error(&entry.path))?;
             Ok((entry.relative, digest))
         })
         .collect();
-    let model_name = canonical_root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(ModelManifest {
-        model_name,
+        model_name: root_name,
         hash_type: options.hash,
-        allow_symlinks,
-        ignore_paths: ignore,
+        allow_symlinks: has_symlinks,
+        ignore_paths,
         files: hashed?.into_iter().collect(),
     })
 }
 
-fn collect_entries(canonical_root: &Path, shown_root: &Path, ignore: &[String]) -> Result<(Vec<Entry>, bool), TreeError> {
+fn collect_entries(
+    canonical_root: &Path,
+    shown_root: &Path,
+    ignore: &[String],
+) -> Result<(Vec<Entry>, bool), TreeError> {
     let mut entries = Vec::new();
     let mut has_symlinks = false;
-    let walker = walkdir::WalkDir::new(canonical_root).follow_links(false).min_depth(1).into_iter();
+    let walker = walkdir::WalkDir::new(canonical_root)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter();
     let relative_of = |path: &Path| -> Option<String> {
-        path.strip_prefix(canonical_root).ok().and_then(|r| r.to_str()).map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+        path.strip_prefix(canonical_root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
     };
-    let walker = walker.filter_entry(|e| relative_of(e.path()).is_none_or(|r| !is_ignored(&r, ignore)));
+    let walker =
+        walker.filter_entry(|e| relative_of(e.path()).is_none_or(|r| !is_ignored(&r, ignore)));
     for item in walker {
         let item = item.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| shown_root.to_path_buf());
-            TreeError::Io { path, source: e.into() }
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| shown_root.to_path_buf());
+            TreeError::Io {
+                path,
+                source: e.into(),
+            }
         })?;
-        let shown = shown_root.join(item.path().strip_prefix(canonical_root).unwrap_or(item.path()));
-        let relative = relative_of(item.path()).ok_or_else(|| TreeError::NonUtf8 { path: shown.clone() })?;
+        let shown = shown_root.join(
+            item.path()
+                .strip_prefix(canonical_root)
+                .unwrap_or(item.path()),
+        );
+        let relative = relative_of(item.path()).ok_or_else(|| TreeError::NonUtf8 {
+            path: shown.clone(),
+        })?;
         let file_type = item.file_type();
         if file_type.is_dir() {
             continue;
@@ -164,8 +239,13 @@ fn collect_entries(canonical_root: &Path, shown_root: &Path, ignore: &[String]) 
         } else if !file_type.is_file() {
             return Err(TreeError::SpecialFile { path: shown });
         }
-        let relative = ModelPath::new(relative).map_err(|_| TreeError::NonUtf8 { path: shown.clone() })?;
-        entries.push(Entry { path: item.path().to_path_buf(), relative });
+        let relative = ModelPath::new(relative).map_err(|_| TreeError::NonUtf8 {
+            path: shown.clone(),
+        })?;
+        entries.push(Entry {
+            path: item.path().to_path_buf(),
+            relative,
+        });
     }
     Ok((entries, has_symlinks))
 }
@@ -176,14 +256,24 @@ fn check_symlink(link: &Path, canonical_root: &Path, shown: &Path) -> Result<(),
         target: std::fs::read_link(link).unwrap_or_default(),
     })?;
     if !target.starts_with(canonical_root) {
-        return Err(TreeError::SymlinkOutside { path: shown.to_path_buf(), target });
+        return Err(TreeError::SymlinkOutside {
+            path: shown.to_path_buf(),
+            target,
+        });
     }
-    let meta = std::fs::metadata(&target).map_err(|source| TreeError::Io { path: shown.to_path_buf(), source })?;
+    let meta = std::fs::metadata(&target).map_err(|source| TreeError::Io {
+        path: shown.to_path_buf(),
+        source,
+    })?;
     if meta.is_dir() {
-        return Err(TreeError::SymlinkToDirectory { path: shown.to_path_buf() });
+        return Err(TreeError::SymlinkToDirectory {
+            path: shown.to_path_buf(),
+        });
     }
     if !meta.is_file() {
-        return Err(TreeError::SpecialFile { path: shown.to_path_buf() });
+        return Err(TreeError::SpecialFile {
+            path: shown.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -207,7 +297,10 @@ mod tests {
     #[test]
     fn lists_files_skips_ignored_and_git() {
         let dir = tree();
-        let options = TreeOptions { ignore: vec!["model.sig".into()], ..Default::default() };
+        let options = TreeOptions {
+            ignore: vec!["model.sig".into()],
+            ..Default::default()
+        };
         let m = hash_model_dir(dir.path(), &options).expect("hash");
         let names: Vec<&str> = m.files.keys().map(ModelPath::as_str).collect();
         assert_eq!(names, ["config.json", "sub/deeper/w.bin"]);
@@ -223,13 +316,24 @@ mod tests {
         std::os::unix::fs::symlink("config.json", dir.path().join("alias.json")).expect("symlink");
         let m = hash_model_dir(dir.path(), &TreeOptions::default()).expect("hash");
         assert!(m.allow_symlinks);
-        let alias = m.files.get(&ModelPath::new("alias.json").expect("p")).expect("alias listed");
-        assert_eq!(alias, m.files.get(&ModelPath::new("config.json").expect("p")).expect("config"));
+        let alias = m
+            .files
+            .get(&ModelPath::new("alias.json").expect("p"))
+            .expect("alias listed");
+        assert_eq!(
+            alias,
+            m.files
+                .get(&ModelPath::new("config.json").expect("p"))
+                .expect("config")
+        );
 
         let outside = tempfile::tempdir().expect("tempdir");
         fs::write(outside.path().join("secret"), "x").expect("write");
-        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("leak")).expect("symlink");
-        let err = hash_model_dir(dir.path(), &TreeOptions::default()).err().expect("must refuse");
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("leak"))
+            .expect("symlink");
+        let err = hash_model_dir(dir.path(), &TreeOptions::default())
+            .err()
+            .expect("must refuse");
         assert!(matches!(err, TreeError::SymlinkOutside { .. }), "{err}");
         assert!(err.to_string().contains("leak"), "{err}");
     }

@@ -1,0 +1,146 @@
+//! Command-line definitions (clap derive). Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Make model fine-tunes provable and repeatable.
+///
+/// trainprov signs what a training run produced and checks those signatures before deploy.
+/// Keys are ECDSA P-256 (default) or Ed25519; signatures are DSSE-wrapped in-toto Statements and
+/// OpenSSF Model Signing bundles, so standard tools can check them too.
+///
+/// Exit codes: 0 success, 1 verification failed, 2 usage or input error.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trainprov",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub (public).
+    ///
+    /// Example: trainprov keygen --out keys/signer
+    Keygen(KeygenArgs),
+    /// Sign every file of a model directory into DIR/model.sig (OpenSSF Model Signing v1.0).
+    ///
+    /// The signature is a Sigstore bundle that `model_signing verify key` also accepts (ECDSA
+    /// keys). Git metadata (.git, .gitattributes, .github, .gitignore) and the signature file
+    /// itself are left out, as model_signing does.
+    ///
+    /// Example: trainprov sign-model my-model --key keys/signer.key
+    SignModel(SignModelArgs),
+    /// Verify a DSSE attestation (*.intoto.json) or an OpenSSF model signature (model.sig).
+    ///
+    /// The kind is detected from the file's content. For a model signature every file of the
+    /// model directory (by default the directory holding model.sig) is re-hashed and missing,
+    /// extra and changed files are reported by name. For an attestation, --artifact and
+    /// --model-dir compare real files with the statement's subjects.
+    ///
+    /// Examples:
+    ///   trainprov verify my-model/model.sig --key keys/signer.pub
+    ///   trainprov verify out/provenance.intoto.json --key keys/signer.pub --artifact out/adapter_model.safetensors
+    Verify(VerifyArgs),
+    /// Sign a provenance statement over existing product files (DSSE, in-toto Statement v1, SLSA v1).
+    ///
+    /// Every file becomes a subject with sha256 and blake3 digests, named by its path relative to
+    /// --base. The predicate records this invocation only; `trainprov run` records a whole
+    /// training run.
+    ///
+    /// Example: trainprov attest out/ --key keys/signer.key   (writes out/provenance.intoto.json)
+    Attest(AttestArgs),
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct GlobalArgs {
+    /// Print one JSON object on stdout instead of human text (errors included).
+    #[arg(long, global = true, help_heading = "Output")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Path prefix: writes PREFIX.key and PREFIX.pub (directories are created).
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
+    /// Make an Ed25519 key instead of ECDSA P-256. Note: `model_signing` verifies EC keys only.
+    #[arg(long)]
+    pub ed25519: bool,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignModelArgs {
+    /// The model directory to sign.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Private key (PKCS#8 PEM) from `trainprov keygen`.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// Where to write the signature [default: DIR/model.sig].
+    #[arg(long, value_name = "PATH")]
+    pub signature: Option<PathBuf>,
+    /// Leave this path out of the signature (relative to DIR, or a path inside DIR). Repeatable.
+    #[arg(long = "ignore", value_name = "PATH")]
+    pub ignore: Vec<PathBuf>,
+    /// Also sign git metadata (.git, .gitattributes, .github, .gitignore).
+    #[arg(long)]
+    pub include_git: bool,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The attestation (*.intoto.json) or model signature (model.sig) to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Trusted public key (SPKI PEM). Repeat to trust several keys.
+    #[arg(long = "key", value_name = "PUB", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// How many distinct trusted keys must have signed (DSSE attestations).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threshold: usize,
+    /// Model directory to compare with the signature [default: the directory holding FILE].
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// A product file to compare with the statement's subjects. Repeatable.
+    #[arg(long = "artifact", value_name = "PATH")]
+    pub artifacts: Vec<PathBuf>,
+    /// Leave this path out when re-hashing the model directory. Repeatable.
+    #[arg(long = "ignore", value_name = "PATH")]
+    pub ignore: Vec<PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    /// Product files (or directories, walked recursively) to list as subjects.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Private key (PKCS#8 PEM) from `trainprov keygen`. Repeat to add co-signatures.
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Where to write the DSSE envelope [default: provenance.intoto.json beside the first PATH,
+    /// or inside it when it is a directory].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Subject names are paths relative to this directory [default: the directory of --out].
+    #[arg(long, value_name = "DIR")]
+    pub base: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}

@@ -1,0 +1,64 @@
+//! One module per subcommand.
+
+pub mod attest;
+pub mod keygen;
+pub mod sign_model;
+pub mod verify;
+
+use std::path::Path;
+
+/// Resolves a user-given path to one relative to `root`. A path that (from the current
+/// directory) lies inside `root` is made relative to it, whether or not it exists yet; any other
+/// relative path without `..` is taken as already relative to `root`. Paths elsewhere give `None`.
+pub fn relative_to_root(root: &Path, given: &Path) -> Option<String> {
+    let canonical_root = root.canonicalize().ok()?;
+    let absolute = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(given)
+    };
+    let resolved = absolute.canonicalize().ok().or_else(|| {
+        let parent = absolute.parent()?.canonicalize().ok()?;
+        Some(parent.join(absolute.file_name()?))
+    });
+    if let Some(rel) = resolved
+        .as_ref()
+        .and_then(|r| r.strip_prefix(&canonical_root).ok())
+    {
+        return rel
+            .to_str()
+            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+            .filter(|s| !s.is_empty());
+    }
+    let plain = given.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if given.is_relative() && plain {
+        return given.to_str().map(str::to_string);
+    }
+    None
+}
+
+/// Human-readable byte count.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The path as the user would type it.
+pub fn shown(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,364 @@
+//! `trainprov verify`: check a DSSE attestation or an OpenSSF model signature.
+//!
+//! Order of checks (never parse what is not yet authenticated): read and size-check the file,
+//! detect its kind, check the signature against the trusted keys, only then read the Statement,
+//! and finally compare real files with what it says.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use attest::keyfile::load_public_key;
+use attest::keys::PublicKey;
+use attest::oms::{ModelSignature, GIT_PATHS};
+use attest::statement::{DigestMismatch, ResourceDescriptor, Statement};
+use recorder::file_digest::digest_file;
+use recorder::model_tree::{hash_model_dir, TreeOptions};
+use serde_json::{json, Value};
+
+use crate::cli::VerifyArgs;
+use crate::commands::{relative_to_root, shown};
+use crate::exit::{CliError, OrFailed as _, OrInput as _};
+use crate::Report;
+
+/// Largest attestation or bundle we read. A signature over 20,000 files is about 3 MiB.
+const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
+
+/// Verifies `args.file` and reports what was checked.
+pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
+    let keys = args
+        .keys
+        .iter()
+        .map(|k| load_public_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()?;
+    if args.threshold == 0 || args.threshold > keys.len() {
+        return Err(CliError::input(anyhow!(
+            "--threshold {} cannot be met with {} --key file(s)",
+            args.threshold,
+            keys.len()
+        )));
+    }
+    let document = read_document(&args.file)?;
+    if document.get("dsseEnvelope").is_some() || document.get("mediaType").is_some() {
+        verify_model_signature(args, &keys, document)
+    } else if document.get("payloadType").is_some() || document.get("signatures").is_some() {
+        verify_attestation(args, &keys, document)
+    } else {
+        Err(CliError::input(anyhow!(
+            "{}: neither a DSSE envelope (no payloadType) nor a Sigstore bundle (no mediaType)",
+            shown(&args.file)
+        )))
+    }
+}
+
+fn read_document(path: &Path) -> Result<Value, CliError> {
+    let name = shown(path);
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
+    if meta.is_dir() {
+        return Err(CliError::input(anyhow!(
+            "{name}: is a directory; pass the model.sig or *.intoto.json file"
+        )));
+    }
+    if meta.len() == 0 {
+        return Err(CliError::input(anyhow!("{name}: file is empty")));
+    }
+    if meta.len() > MAX_DOCUMENT {
+        return Err(CliError::input(anyhow!(
+            "{name}: {} bytes is too large for an attestation",
+            meta.len()
+        )));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::input(anyhow!("{name}: not JSON ({e})")))?;
+    if !value.is_object() {
+        return Err(CliError::input(anyhow!("{name}: expected a JSON object")));
+    }
+    Ok(value)
+}
+
+fn verify_model_signature(
+    args: &VerifyArgs,
+    keys: &[PublicKey],
+    document: Value,
+) -> Result<Report, CliError> {
+    let name = shown(&args.file);
+    if !args.artifacts.is_empty() {
+        return Err(CliError::input(anyhow!(
+            "--artifact applies to attestations; a model signature is checked against the whole --model-dir"
+        )));
+    }
+    let signature: ModelSignature = serde_json::from_value(document).map_err(|e| {
+        CliError::failed(anyhow!(
+            "{name}: not an OpenSSF model signature bundle ({e})"
+        ))
+    })?;
+    let verified = signature
+        .verify(keys)
+        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
+    let model_dir = args
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| parent_dir(&args.file));
+    if !model_dir.is_dir() {
+        return Err(CliError::input(anyhow!(
+            "{}: not a directory (the model to check)",
+            shown(&model_dir)
+        )));
+    }
+    let mut ignore: Vec<String> = verified.ignore_paths.clone();
+    ignore.extend(relative_to_root(&model_dir, &args.file));
+    ignore.extend(
+        args.ignore
+            .iter()
+            .filter_map(|p| relative_to_root(&model_dir, p)),
+    );
+    let options = TreeOptions {
+        ignore,
+        ignore_git: true,
+        hash: verified.hash_type,
+    };
+    let actual = hash_model_dir(&model_dir, &options).or_input()?;
+    let diff = verified.diff(&actual);
+    let summary = json!({
+        "kind": "model-signature",
+        "file": args.file,
+        "model_dir": model_dir,
+        "signed_by": verified.signed_by(),
+        "files": verified.files.len(),
+        "root_digest": {"sha256": verified.root_digest()},
+    });
+    if !diff.is_empty() {
+        let mut detail = summary;
+        detail["diff"] = json!(diff);
+        return Err(CliError::failed(anyhow!(
+            "{}: does not match {name}: {diff}",
+            shown(&model_dir)
+        ))
+        .with_detail(detail));
+    }
+    let human = format!(
+        "OK {name}: model signature by keyid {}\n   {} files in {} match (root sha256 {})\n",
+        verified.signed_by().join(", "),
+        verified.files.len(),
+        shown(&model_dir),
+        verified.root_digest()
+    );
+    let mut json = summary;
+    json["status"] = json!("verified");
+    Ok(Report { human, json })
+}
+
+fn verify_attestation(
+    args: &VerifyArgs,
+    keys: &[PublicKey],
+    document: Value,
+) -> Result<Report, CliError> {
+    let name = shown(&args.file);
+    let envelope: Envelope = serde_json::from_value(document)
+        .map_err(|e| CliError::failed(anyhow!("{name}: not a DSSE envelope ({e})")))?;
+    let payload = envelope
+        .verify(IN_TOTO_PAYLOAD_TYPE, keys, args.threshold)
+        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
+    let statement = Statement::<Value>::from_verified(payload, None)
+        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
+    let base = parent_dir(&args.file);
+    let mut checked = Vec::new();
+    for artifact in &args.artifacts {
+        checked.push(check_artifact(&statement.subject, &base, artifact)?);
+    }
+    if let Some(dir) = &args.model_dir {
+        checked.extend(check_directory(&statement.subject, dir, &args.file).or_failed()?);
+    }
+    let failures: Vec<&ArtifactCheck> = checked.iter().filter(|c| c.problem.is_some()).collect();
+    let summary = json!({
+        "kind": "dsse",
+        "file": args.file,
+        "signed_by": statement.signed_by(),
+        "threshold": args.threshold,
+        "predicate_type": statement.predicate_type,
+        "subjects": statement.subject,
+        "artifacts": checked.iter().map(ArtifactCheck::to_json).collect::<Vec<_>>(),
+    });
+    if !failures.is_empty() {
+        let lines: Vec<String> = failures
+            .iter()
+            .map(|c| format!("{}: {}", c.path, c.problem.clone().unwrap_or_default()))
+            .collect();
+        return Err(CliError::failed(anyhow!("{name}: {}", lines.join("; "))).with_detail(summary));
+    }
+    let mut human = format!(
+        "OK {name}: signed by {} of {} trusted key(s) ({})\n   {} subject(s), predicate {}\n",
+        statement.signed_by().len(),
+        keys.len(),
+        statement.signed_by().join(", "),
+        statement.subject.len(),
+        statement.predicate_type
+    );
+    for check in &checked {
+        human.push_str(&format!(
+            "   {} matches subject {}\n",
+            check.path,
+            check.subject.clone().unwrap_or_default()
+        ));
+    }
+    let mut json = summary;
+    json["status"] = json!("verified");
+    Ok(Report { human, json })
+}
+
+/// The outcome of comparing one file with the statement.
+struct ArtifactCheck {
+    path: String,
+    subject: Option<String>,
+    problem: Option<String>,
+}
+
+impl ArtifactCheck {
+    fn to_json(&self) -> Value {
+        json!({
+            "path": self.path,
+            "subject": self.subject,
+            "status": if self.problem.is_some() { "failed" } else { "match" },
+            "problem": self.problem,
+        })
+    }
+}
+
+/// Names under which `artifact` may appear among the subjects, most specific first: its path
+/// relative to the attestation's directory, the path as given, then its file name.
+fn candidate_names(base: &Path, artifact: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    names.extend(relative_to_root(base, artifact).filter(|r| !r.starts_with("..")));
+    names.extend(
+        artifact
+            .to_str()
+            .map(|s| s.trim_start_matches("./").to_string()),
+    );
+    names.extend(
+        artifact
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string),
+    );
+    names.dedup();
+    names
+}
+
+fn check_artifact(
+    subjects: &[ResourceDescriptor],
+    base: &Path,
+    artifact: &Path,
+) -> Result<ArtifactCheck, CliError> {
+    let shown_path = shown(artifact);
+    if !artifact.is_file() {
+        return Err(CliError::input(anyhow!(
+            "{shown_path}: not a file (--artifact takes product files)"
+        )));
+    }
+    let digests = digest_file(artifact)
+        .map_err(|e| CliError::input(anyhow!("{shown_path}: cannot read: {e}")))?;
+    let names = candidate_names(base, artifact);
+    let subject = names.iter().find_map(|n| {
+        subjects
+            .iter()
+            .find(|s| s.name.as_deref() == Some(n.as_str()))
+    });
+    let Some(subject) = subject else {
+        let by_digest = subjects
+            .iter()
+            .find(|s| s.digest_mismatches(&digests.to_digest_set()).is_ok());
+        let problem = match by_digest.and_then(|s| s.name.clone()) {
+            Some(other) => format!(
+                "not a subject under this name (its content is subject '{other}': renamed?)"
+            ),
+            None => "not a subject of this statement".to_string(),
+        };
+        return Ok(ArtifactCheck {
+            path: shown_path,
+            subject: None,
+            problem: Some(problem),
+        });
+    };
+    let problem = describe_mismatch(subject.digest_mismatches(&digests.to_digest_set()));
+    Ok(ArtifactCheck {
+        path: shown_path,
+        subject: subject.name.clone(),
+        problem,
+    })
+}
+
+fn describe_mismatch(result: Result<(), DigestMismatch>) -> Option<String> {
+    match result {
+        Ok(()) => None,
+        Err(DigestMismatch::NoSharedAlgorithm { recorded }) => Some(format!(
+            "recorded digests use {} only; trainprov computes sha256 and blake3",
+            recorded.join(", ")
+        )),
+        Err(DigestMismatch::Differs(list)) => Some(format!(
+            "content changed ({})",
+            list.iter()
+                .map(|d| format!("{} recorded {} got {}", d.algorithm, d.expected, d.actual))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Compares every subject with `dir/name`, and flags files in `dir` that no subject names.
+fn check_directory(
+    subjects: &[ResourceDescriptor],
+    dir: &Path,
+    attestation: &Path,
+) -> anyhow::Result<Vec<ArtifactCheck>> {
+    let mut ignore: Vec<String> = vec![attest::oms::SIGNATURE_FILE.to_string()];
+    ignore.extend(relative_to_root(dir, attestation));
+    let options = TreeOptions {
+        ignore,
+        ignore_git: true,
+        ..TreeOptions::default()
+    };
+    let on_disk = hash_model_dir(dir, &options)?;
+    let mut checks = Vec::new();
+    for subject in subjects {
+        let Some(name) = subject.name.clone() else {
+            continue;
+        };
+        let path = dir.join(&name);
+        let problem = if !path.is_file() {
+            Some("missing".to_string())
+        } else {
+            let digests =
+                digest_file(&path).map_err(|e| anyhow!("{}: cannot read: {e}", shown(&path)))?;
+            describe_mismatch(subject.digest_mismatches(&digests.to_digest_set()))
+        };
+        checks.push(ArtifactCheck {
+            path: shown(&path),
+            subject: Some(name),
+            problem,
+        });
+    }
+    let named: Vec<&str> = subjects.iter().filter_map(|s| s.name.as_deref()).collect();
+    for extra in on_disk
+        .files
+        .keys()
+        .filter(|p| !named.contains(&p.as_str()) && !GIT_PATHS.contains(&p.as_str()))
+    {
+        checks.push(ArtifactCheck {
+            path: shown(&dir.join(extra.as_str())),
+            subject: None,
+            problem: Some("extra file: not a subject of this statement".into()),
+        });
+    }
+    Ok(checks)
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
