@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            let message = format!("{:#}", err.error);
+            let message = err.error.to_string();
             let label = if err.code == exit::FAILED {
                 "verification failed"
             } else {

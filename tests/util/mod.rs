@@ -1,0 +1,133 @@
+//! Helpers shared by the CLI tests: a temp workspace and a way to run the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use base64::Engine as _;
+
+/// Exit codes the CLI promises.
+pub const OK: i32 = 0;
+pub const FAILED: i32 = 1;
+pub const INPUT: i32 = 2;
+
+/// A temporary directory to run trainprov in.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+/// The result of one CLI invocation.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts the exit code and that nothing panicked; returns self for more checks.
+    #[track_caller]
+    pub fn expect_code(self, code: i32, case: &str) -> Run {
+        assert!(!self.stderr.contains("panicked"), "{case}: panicked\n{}", self.stderr);
+        assert_eq!(self.code, code, "{case}: exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Parses stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs trainprov with `args` in the workspace directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_trainprov"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run trainprov");
+        Run::from(output)
+    }
+
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path(rel)).expect("read")
+    }
+
+    /// `keygen --out keys/NAME` with the given algorithm flag ("" or "--ed25519").
+    pub fn keygen(&self, name: &str, algorithm_flag: &str) {
+        let out = format!("keys/{name}");
+        let mut args = vec!["keygen", "--out", out.as_str()];
+        if !algorithm_flag.is_empty() {
+            args.push(algorithm_flag);
+        }
+        self.run(&args).expect_code(OK, "keygen");
+    }
+
+    /// A small model directory with nested files.
+    pub fn make_model(&self, rel: &str) {
+        self.write(&format!("{rel}/config.json"), br#"{"model_type":"llama","hidden_size":64}"#);
+        self.write(&format!("{rel}/model.safetensors"), pseudo_random(200_000, 7));
+        self.write(&format!("{rel}/tokenizer/tokenizer.json"), br#"{"version":"1.0"}"#);
+        self.write(&format!("{rel}/.gitignore"), b"*.tmp\n");
+    }
+}
+
+/// Deterministic incompressible bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
+}
+
+/// Writes a JSON file.
+pub fn write_json(path: &Path, value: &serde_json::Value) {
+    std::fs::write(path, serde_json::to_vec(value).expect("serialize")).expect("write");
+}
+
+/// Both key types, so every test body runs for each.
+pub const KEY_TYPES: [(&str, &str); 2] = [("ecdsa-p256", ""), ("ed25519", "--ed25519")];
