@@ -26,15 +26,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub (public).
-    #[command(after_help = "Examples:\n  trainprov keygen --out keys/signer\n  trainprov keygen --out keys/release --ed25519")]
+    #[command(
+        after_help = "Examples:\n  trainprov keygen --out keys/signer\n  trainprov keygen --out keys/release --ed25519"
+    )]
     Keygen(KeygenArgs),
     /// Sign every file of a model directory into DIR/model.sig (OpenSSF Model Signing v1.0).
     ///
     /// The signature is a Sigstore bundle that `model_signing verify key` also accepts (ECDSA
     /// keys). Git metadata (.git, .gitattributes, .github, .gitignore) and the signature file
     /// itself are left out, as model_signing does.
-    #[command(after_help = "Examples:\n  trainprov sign-model my-model --key keys/signer.key\n  \
-        model_signing verify key my-model --signature my-model/model.sig --public_key keys/signer.pub")]
+    #[command(
+        after_help = "Examples:\n  trainprov sign-model my-model --key keys/signer.key\n  \
+        model_signing verify key my-model --signature my-model/model.sig --public_key keys/signer.pub"
+    )]
     SignModel(SignModelArgs),
     /// Verify a DSSE attestation (*.intoto.json) or an OpenSSF model signature (model.sig).
     ///
@@ -46,17 +50,21 @@ pub enum Command {
     /// Exit codes: 0 verified, 1 verification failed (signature, digest or file mismatch; also
     /// an attestation whose fields are malformed), 2 usage or input error (unreadable file, not
     /// JSON, bad key).
-    #[command(after_help = "Examples:\n  trainprov verify my-model/model.sig --key keys/signer.pub\n  \
+    #[command(
+        after_help = "Examples:\n  trainprov verify my-model/model.sig --key keys/signer.pub\n  \
         trainprov verify out/provenance.intoto.json --key keys/signer.pub --artifact out/adapter_model.safetensors\n  \
-        trainprov verify out/provenance.intoto.json --key a.pub --key b.pub --threshold 2 --model-dir out --json")]
+        trainprov verify out/provenance.intoto.json --key a.pub --key b.pub --threshold 2 --model-dir out --json"
+    )]
     Verify(VerifyArgs),
     /// Sign a provenance statement over existing product files (DSSE, in-toto Statement v1, SLSA v1).
     ///
     /// Every file becomes a subject with sha256 and blake3 digests, named by its path relative to
     /// --base. The predicate records this invocation only; `trainprov run` records a whole
     /// training run.
-    #[command(after_help = "Examples:\n  trainprov attest out/ --key keys/signer.key      # writes out/provenance.intoto.json\n  \
-        trainprov attest a.bin b.bin --key k1.key --key k2.key --out release.intoto.json")]
+    #[command(
+        after_help = "Examples:\n  trainprov attest out/ --key keys/signer.key      # writes out/provenance.intoto.json\n  \
+        trainprov attest a.bin b.bin --key k1.key --key k2.key --out release.intoto.json"
+    )]
     Attest(AttestArgs),
 }
 

@@ -18,13 +18,26 @@ fn keygen_writes_pkcs8_and_spki_with_private_mode_0600() {
         assert_eq!(json["algorithm"], name);
         let private = String::from_utf8(ws.read("keys/signer.key")).expect("utf8");
         let public = String::from_utf8(ws.read("keys/signer.pub")).expect("utf8");
-        assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{name}: PKCS#8");
-        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{name}: SPKI");
-        assert_eq!(json["keyid"], hex_sha256(public.as_bytes()), "{name}: keyid is sha256 of the PEM");
+        assert!(
+            private.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "{name}: PKCS#8"
+        );
+        assert!(
+            public.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+            "{name}: SPKI"
+        );
+        assert_eq!(
+            json["keyid"],
+            hex_sha256(public.as_bytes()),
+            "{name}: keyid is sha256 of the PEM"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(ws.path("keys/signer.key")).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(ws.path("keys/signer.key"))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}: private key mode");
         }
     }
@@ -32,7 +45,10 @@ fn keygen_writes_pkcs8_and_spki_with_private_mode_0600() {
 
 fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -40,10 +56,17 @@ fn keygen_refuses_to_overwrite() {
     let ws = Workspace::new();
     ws.keygen("signer", "");
     let before = ws.read("keys/signer.key");
-    let run = ws.run(&["keygen", "--out", "keys/signer"]).expect_code(INPUT, "overwrite");
-    assert!(run.stderr.contains("already exists") && run.stderr.contains("--force"), "{}", run.stderr);
+    let run = ws
+        .run(&["keygen", "--out", "keys/signer"])
+        .expect_code(INPUT, "overwrite");
+    assert!(
+        run.stderr.contains("already exists") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(ws.read("keys/signer.key"), before, "key untouched");
-    ws.run(&["keygen", "--out", "keys/signer", "--force"]).expect_code(OK, "force");
+    ws.run(&["keygen", "--out", "keys/signer", "--force"])
+        .expect_code(OK, "force");
     assert_ne!(ws.read("keys/signer.key"), before);
 }
 
@@ -62,7 +85,10 @@ fn bad_keys_give_one_line_errors_naming_the_file() {
     ws.write("bad/encrypted.key", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhY\n-----END ENCRYPTED PRIVATE KEY-----\n");
     ws.write("bad/empty.key", "");
     ws.write("bad/text.key", "hello");
-    ws.write("bad/cert.key", "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n");
+    ws.write(
+        "bad/cert.key",
+        "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+    );
     let cases = [
         ("keys/signer.pub", "is a public key"),
         ("bad/truncated.key", "truncated"),
@@ -75,13 +101,26 @@ fn bad_keys_give_one_line_errors_naming_the_file() {
     for (key, needle) in cases {
         let run = sign_with(&ws, key).expect_code(INPUT, key);
         assert_eq!(run.stderr.lines().count(), 1, "{key}: {}", run.stderr);
-        assert!(run.stderr.contains(key), "{key}: file named: {}", run.stderr);
-        assert!(run.stderr.contains(needle), "{key}: '{needle}' in: {}", run.stderr);
-        assert!(!ws.path("model/model.sig").exists(), "{key}: nothing written");
+        assert!(
+            run.stderr.contains(key),
+            "{key}: file named: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(needle),
+            "{key}: '{needle}' in: {}",
+            run.stderr
+        );
+        assert!(
+            !ws.path("model/model.sig").exists(),
+            "{key}: nothing written"
+        );
     }
     // A private key where a public key is expected.
     ws.write("x.json", b"{}");
-    let run = ws.run(&["verify", "x.json", "--key", "keys/signer.key"]).expect_code(INPUT, "private as public");
+    let run = ws
+        .run(&["verify", "x.json", "--key", "keys/signer.key"])
+        .expect_code(INPUT, "private as public");
     assert!(run.stderr.contains("private key"), "{}", run.stderr);
 }
 
@@ -93,7 +132,11 @@ fn mismatched_public_key_beside_private_is_refused() {
     ws.make_model("model");
     std::fs::copy(ws.path("keys/other.pub"), ws.path("keys/signer.pub")).expect("copy");
     let run = sign_with(&ws, "keys/signer.key").expect_code(INPUT, "mismatch");
-    assert!(run.stderr.contains("keys/signer.pub") && run.stderr.contains("does not match"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("keys/signer.pub") && run.stderr.contains("does not match"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

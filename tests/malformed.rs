@@ -18,8 +18,17 @@ fn verify(ws: &Workspace, file: &str) -> util::Run {
 
 fn one_line_naming(run: &util::Run, file: &str, case: &str) {
     let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{case}: one line expected, got: {}", run.stderr);
-    assert!(lines[0].contains(file), "{case}: error should name {file}: {}", run.stderr);
+    assert_eq!(
+        lines.len(),
+        1,
+        "{case}: one line expected, got: {}",
+        run.stderr
+    );
+    assert!(
+        lines[0].contains(file),
+        "{case}: error should name {file}: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -42,7 +51,10 @@ fn empty_file_is_an_input_error() {
 #[test]
 fn fifty_megabytes_of_garbage_is_an_input_error() {
     let ws = with_key();
-    ws.write("garbage.intoto.json", util::pseudo_random(50 * 1024 * 1024, 3));
+    ws.write(
+        "garbage.intoto.json",
+        util::pseudo_random(50 * 1024 * 1024, 3),
+    );
     let run = verify(&ws, "garbage.intoto.json").expect_code(INPUT, "50 MB garbage");
     one_line_naming(&run, "garbage.intoto.json", "garbage");
 }
@@ -97,7 +109,8 @@ fn verified_payload_that_is_not_a_statement_fails() {
     // A correctly signed envelope whose payload is not an in-toto Statement.
     let ws = with_key();
     ws.make_model("m");
-    ws.run(&["sign-model", "m", "--key", "keys/signer.key"]).expect_code(OK, "sign");
+    ws.run(&["sign-model", "m", "--key", "keys/signer.key"])
+        .expect_code(OK, "sign");
     let mut bundle = util::read_json(&ws.path("m/model.sig"));
     bundle["dsseEnvelope"]["payloadType"] = json!("text/plain");
     write_json(&ws.path("m/model.sig"), &bundle);
@@ -109,9 +122,13 @@ fn missing_files_are_input_errors() {
     let ws = with_key();
     let run = verify(&ws, "nope.intoto.json").expect_code(INPUT, "missing attestation");
     one_line_naming(&run, "nope.intoto.json", "missing attestation");
-    let run = ws.run(&["verify", "x.json", "--key", "keys/missing.pub"]).expect_code(INPUT, "missing key");
+    let run = ws
+        .run(&["verify", "x.json", "--key", "keys/missing.pub"])
+        .expect_code(INPUT, "missing key");
     one_line_naming(&run, "keys/missing.pub", "missing key");
-    let run = ws.run(&["sign-model", "no-such-dir", "--key", "keys/signer.key"]).expect_code(INPUT, "missing model dir");
+    let run = ws
+        .run(&["sign-model", "no-such-dir", "--key", "keys/signer.key"])
+        .expect_code(INPUT, "missing model dir");
     one_line_naming(&run, "no-such-dir", "missing dir");
 }
 
@@ -119,16 +136,27 @@ fn missing_files_are_input_errors() {
 fn usage_errors_exit_2() {
     let ws = with_key();
     ws.run(&["verify"]).expect_code(INPUT, "no args");
-    ws.run(&["frobnicate"]).expect_code(INPUT, "unknown command");
+    ws.run(&["frobnicate"])
+        .expect_code(INPUT, "unknown command");
     ws.write("f.json", b"{}");
-    ws.run(&["verify", "f.json", "--key", "keys/signer.pub", "--threshold", "2"]).expect_code(INPUT, "threshold > keys");
+    ws.run(&[
+        "verify",
+        "f.json",
+        "--key",
+        "keys/signer.pub",
+        "--threshold",
+        "2",
+    ])
+    .expect_code(INPUT, "threshold > keys");
 }
 
 #[test]
 fn json_errors_are_json() {
     let ws = with_key();
     ws.write("bad.json", b"nope");
-    let run = ws.run(&["verify", "bad.json", "--key", "keys/signer.pub", "--json"]).expect_code(INPUT, "json error");
+    let run = ws
+        .run(&["verify", "bad.json", "--key", "keys/signer.pub", "--json"])
+        .expect_code(INPUT, "json error");
     let json = run.json();
     assert_eq!(json["status"], "error");
     assert!(json["error"].as_str().expect("error").contains("bad.json"));

@@ -4,7 +4,7 @@
 mod util;
 
 use serde_json::Value;
-use util::{read_json, unb64, b64, write_json, Workspace, FAILED, KEY_TYPES, OK};
+use util::{b64, read_json, unb64, write_json, Workspace, FAILED, KEY_TYPES, OK};
 
 /// A workspace with keys `signer` and `other` of one type, a product directory `out/` and its
 /// signed attestation `out/provenance.intoto.json`.
@@ -12,14 +12,23 @@ fn attested(flag: &str) -> Workspace {
     let ws = Workspace::new();
     ws.keygen("signer", flag);
     ws.keygen("other", flag);
-    ws.write("out/adapter_model.safetensors", util::pseudo_random(50_000, 1));
+    ws.write(
+        "out/adapter_model.safetensors",
+        util::pseudo_random(50_000, 1),
+    );
     ws.write("out/adapter_config.json", br#"{"r":8}"#);
-    ws.run(&["attest", "out", "--key", "keys/signer.key"]).expect_code(OK, "attest");
+    ws.run(&["attest", "out", "--key", "keys/signer.key"])
+        .expect_code(OK, "attest");
     ws
 }
 
 fn verify_attestation(ws: &Workspace, extra: &[&str]) -> util::Run {
-    let mut args = vec!["verify", "out/provenance.intoto.json", "--key", "keys/signer.pub"];
+    let mut args = vec![
+        "verify",
+        "out/provenance.intoto.json",
+        "--key",
+        "keys/signer.pub",
+    ];
     args.extend_from_slice(extra);
     ws.run(&args)
 }
@@ -33,7 +42,11 @@ fn tampered_envelope_fails(flag: &str, case: &str, edit: impl Fn(&mut Value)) {
     edit(&mut envelope);
     write_json(&path, &envelope);
     let run = verify_attestation(&ws, &[]).expect_code(FAILED, case);
-    assert!(run.stderr.contains("provenance.intoto.json"), "{case}: error names the file: {}", run.stderr);
+    assert!(
+        run.stderr.contains("provenance.intoto.json"),
+        "{case}: error names the file: {}",
+        run.stderr
+    );
 }
 
 fn flip_base64_byte(text: &str, index: usize) -> String {
@@ -47,13 +60,19 @@ fn flip_base64_byte(text: &str, index: usize) -> String {
 fn attestation_untouched_verifies_with_artifacts() {
     for (name, flag) in KEY_TYPES {
         let ws = attested(flag);
-        let run = verify_attestation(&ws, &["--artifact", "out/adapter_model.safetensors", "--json"]).expect_code(OK, name);
+        let run = verify_attestation(
+            &ws,
+            &["--artifact", "out/adapter_model.safetensors", "--json"],
+        )
+        .expect_code(OK, name);
         let json = run.json();
         assert_eq!(json["status"], "verified", "{name}");
         assert_eq!(json["artifacts"][0]["status"], "match", "{name}");
         assert_eq!(json["subjects"].as_array().map(Vec::len), Some(2), "{name}");
         for subject in json["subjects"].as_array().expect("subjects") {
-            assert!(subject["digest"]["sha256"].is_string() && subject["digest"]["blake3"].is_string());
+            assert!(
+                subject["digest"]["sha256"].is_string() && subject["digest"]["blake3"].is_string()
+            );
         }
     }
 }
@@ -62,7 +81,10 @@ fn attestation_untouched_verifies_with_artifacts() {
 fn flipped_payload_byte_is_caught() {
     for (name, flag) in KEY_TYPES {
         tampered_envelope_fails(flag, &format!("{name}: flipped payload byte"), |e| {
-            e["payload"] = Value::String(flip_base64_byte(e["payload"].as_str().expect("payload"), 40));
+            e["payload"] = Value::String(flip_base64_byte(
+                e["payload"].as_str().expect("payload"),
+                40,
+            ));
         });
     }
 }
@@ -108,9 +130,18 @@ fn changed_keyid_is_caught() {
 fn changed_subject_digest_is_caught() {
     for (name, flag) in KEY_TYPES {
         tampered_envelope_fails(flag, &format!("{name}: subject digest"), |e| {
-            let mut statement: Value = serde_json::from_slice(&unb64(e["payload"].as_str().expect("payload"))).expect("json");
-            let digest = statement["subject"][0]["digest"]["sha256"].as_str().expect("sha256").to_string();
-            let changed = format!("{}{}", if digest.starts_with('0') { "1" } else { "0" }, &digest[1..]);
+            let mut statement: Value =
+                serde_json::from_slice(&unb64(e["payload"].as_str().expect("payload")))
+                    .expect("json");
+            let digest = statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .expect("sha256")
+                .to_string();
+            let changed = format!(
+                "{}{}",
+                if digest.starts_with('0') { "1" } else { "0" },
+                &digest[1..]
+            );
             statement["subject"][0]["digest"]["sha256"] = Value::String(changed);
             e["payload"] = Value::String(b64(&serde_json::to_vec(&statement).expect("json")));
         });
@@ -121,7 +152,12 @@ fn changed_subject_digest_is_caught() {
 fn wrong_key_is_caught() {
     for (name, flag) in KEY_TYPES {
         let ws = attested(flag);
-        let run = ws.run(&["verify", "out/provenance.intoto.json", "--key", "keys/other.pub"]);
+        let run = ws.run(&[
+            "verify",
+            "out/provenance.intoto.json",
+            "--key",
+            "keys/other.pub",
+        ]);
         run.expect_code(FAILED, &format!("{name}: wrong key"));
     }
 }
@@ -130,7 +166,8 @@ fn wrong_key_is_caught() {
 fn resigned_by_untrusted_key_is_caught() {
     for (name, flag) in KEY_TYPES {
         let ws = attested(flag);
-        ws.run(&["attest", "out", "--key", "keys/other.key"]).expect_code(OK, "attest with other key");
+        ws.run(&["attest", "out", "--key", "keys/other.key"])
+            .expect_code(OK, "attest with other key");
         verify_attestation(&ws, &[]).expect_code(FAILED, &format!("{name}: signed by another key"));
     }
 }
@@ -144,8 +181,13 @@ fn changed_product_file_is_caught() {
         ws.write("out/adapter_model.safetensors", bytes);
         let run = verify_attestation(&ws, &["--artifact", "out/adapter_model.safetensors"])
             .expect_code(FAILED, &format!("{name}: product file changed"));
-        assert!(run.stderr.contains("adapter_model.safetensors") && run.stderr.contains("changed"), "{}", run.stderr);
-        verify_attestation(&ws, &["--model-dir", "out"]).expect_code(FAILED, &format!("{name}: product dir changed"));
+        assert!(
+            run.stderr.contains("adapter_model.safetensors") && run.stderr.contains("changed"),
+            "{}",
+            run.stderr
+        );
+        verify_attestation(&ws, &["--model-dir", "out"])
+            .expect_code(FAILED, &format!("{name}: product dir changed"));
     }
 }
 
@@ -153,7 +195,8 @@ fn changed_product_file_is_caught() {
 fn unknown_artifact_and_extra_product_are_caught() {
     let ws = attested("");
     ws.write("out/backdoor.bin", b"x");
-    let run = verify_attestation(&ws, &["--artifact", "out/backdoor.bin"]).expect_code(FAILED, "unknown artifact");
+    let run = verify_attestation(&ws, &["--artifact", "out/backdoor.bin"])
+        .expect_code(FAILED, "unknown artifact");
     assert!(run.stderr.contains("not a subject"), "{}", run.stderr);
     let run = verify_attestation(&ws, &["--model-dir", "out"]).expect_code(FAILED, "extra product");
     assert!(run.stderr.contains("backdoor.bin"), "{}", run.stderr);
@@ -163,11 +206,38 @@ fn unknown_artifact_and_extra_product_are_caught() {
 fn threshold_needs_distinct_trusted_signers() {
     let ws = attested("");
     ws.keygen("ed", "--ed25519");
-    ws.run(&["attest", "out", "--key", "keys/signer.key", "--key", "keys/ed.key"]).expect_code(OK, "co-sign");
-    let both = ["verify", "out/provenance.intoto.json", "--key", "keys/signer.pub", "--key", "keys/ed.pub", "--threshold", "2"];
+    ws.run(&[
+        "attest",
+        "out",
+        "--key",
+        "keys/signer.key",
+        "--key",
+        "keys/ed.key",
+    ])
+    .expect_code(OK, "co-sign");
+    let both = [
+        "verify",
+        "out/provenance.intoto.json",
+        "--key",
+        "keys/signer.pub",
+        "--key",
+        "keys/ed.pub",
+        "--threshold",
+        "2",
+    ];
     ws.run(&both).expect_code(OK, "2 of 2");
-    let wrong = ["verify", "out/provenance.intoto.json", "--key", "keys/signer.pub", "--key", "keys/other.pub", "--threshold", "2"];
-    ws.run(&wrong).expect_code(FAILED, "only 1 of 2 trusted keys signed");
+    let wrong = [
+        "verify",
+        "out/provenance.intoto.json",
+        "--key",
+        "keys/signer.pub",
+        "--key",
+        "keys/other.pub",
+        "--threshold",
+        "2",
+    ];
+    ws.run(&wrong)
+        .expect_code(FAILED, "only 1 of 2 trusted keys signed");
 }
 
 // ---- model directories (OpenSSF model signatures) ----
@@ -177,15 +247,29 @@ fn signed_model(flag: &str) -> Workspace {
     ws.keygen("signer", flag);
     ws.keygen("other", flag);
     ws.make_model("model");
-    ws.run(&["sign-model", "model", "--key", "keys/signer.key"]).expect_code(OK, "sign-model");
-    ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"]).expect_code(OK, "untouched model");
+    ws.run(&["sign-model", "model", "--key", "keys/signer.key"])
+        .expect_code(OK, "sign-model");
+    ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"])
+        .expect_code(OK, "untouched model");
     ws
 }
 
 fn model_fails(ws: &Workspace, case: &str, expect_in_message: &[&str]) {
-    let run = ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub", "--json"]).expect_code(FAILED, case);
+    let run = ws
+        .run(&[
+            "verify",
+            "model/model.sig",
+            "--key",
+            "keys/signer.pub",
+            "--json",
+        ])
+        .expect_code(FAILED, case);
     for needle in expect_in_message {
-        assert!(run.stderr.contains(needle), "{case}: '{needle}' not in: {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "{case}: '{needle}' not in: {}",
+            run.stderr
+        );
     }
     assert_eq!(run.json()["status"], "failed", "{case}");
 }
@@ -195,7 +279,11 @@ fn model_extra_file_is_caught() {
     for (name, flag) in KEY_TYPES {
         let ws = signed_model(flag);
         ws.write("model/tokenizer/added.py", b"import os");
-        model_fails(&ws, &format!("{name}: extra file"), &["extra: tokenizer/added.py"]);
+        model_fails(
+            &ws,
+            &format!("{name}: extra file"),
+            &["extra: tokenizer/added.py"],
+        );
     }
 }
 
@@ -204,7 +292,11 @@ fn model_missing_file_is_caught() {
     for (name, flag) in KEY_TYPES {
         let ws = signed_model(flag);
         std::fs::remove_file(ws.path("model/config.json")).expect("rm");
-        model_fails(&ws, &format!("{name}: missing file"), &["missing: config.json"]);
+        model_fails(
+            &ws,
+            &format!("{name}: missing file"),
+            &["missing: config.json"],
+        );
     }
 }
 
@@ -212,8 +304,19 @@ fn model_missing_file_is_caught() {
 fn model_renamed_file_is_caught() {
     for (name, flag) in KEY_TYPES {
         let ws = signed_model(flag);
-        std::fs::rename(ws.path("model/model.safetensors"), ws.path("model/model-00001.safetensors")).expect("mv");
-        model_fails(&ws, &format!("{name}: renamed file"), &["missing: model.safetensors", "extra: model-00001.safetensors"]);
+        std::fs::rename(
+            ws.path("model/model.safetensors"),
+            ws.path("model/model-00001.safetensors"),
+        )
+        .expect("mv");
+        model_fails(
+            &ws,
+            &format!("{name}: renamed file"),
+            &[
+                "missing: model.safetensors",
+                "extra: model-00001.safetensors",
+            ],
+        );
     }
 }
 
@@ -224,7 +327,11 @@ fn model_changed_file_is_caught() {
         let mut bytes = ws.read("model/model.safetensors");
         bytes[123_456] ^= 0x01;
         ws.write("model/model.safetensors", bytes);
-        model_fails(&ws, &format!("{name}: changed file"), &["changed: model.safetensors"]);
+        model_fails(
+            &ws,
+            &format!("{name}: changed file"),
+            &["changed: model.safetensors"],
+        );
     }
 }
 
@@ -243,7 +350,10 @@ fn model_signature_payload_flip_is_caught() {
         let ws = signed_model(flag);
         let path = ws.path("model/model.sig");
         let mut bundle = read_json(&path);
-        let payload = bundle["dsseEnvelope"]["payload"].as_str().expect("payload").to_string();
+        let payload = bundle["dsseEnvelope"]["payload"]
+            .as_str()
+            .expect("payload")
+            .to_string();
         bundle["dsseEnvelope"]["payload"] = Value::String(flip_base64_byte(&payload, 60));
         write_json(&path, &bundle);
         ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"])
@@ -257,12 +367,16 @@ fn model_signature_resource_digest_edit_is_caught() {
     let ws = signed_model("");
     let path = ws.path("model/model.sig");
     let mut bundle = read_json(&path);
-    let mut statement: Value =
-        serde_json::from_slice(&unb64(bundle["dsseEnvelope"]["payload"].as_str().expect("payload"))).expect("json");
+    let mut statement: Value = serde_json::from_slice(&unb64(
+        bundle["dsseEnvelope"]["payload"].as_str().expect("payload"),
+    ))
+    .expect("json");
     statement["predicate"]["resources"][0]["digest"] = Value::String("00".repeat(32));
-    bundle["dsseEnvelope"]["payload"] = Value::String(b64(&serde_json::to_vec(&statement).expect("json")));
+    bundle["dsseEnvelope"]["payload"] =
+        Value::String(b64(&serde_json::to_vec(&statement).expect("json")));
     write_json(&path, &bundle);
-    ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"]).expect_code(FAILED, "resource digest edited");
+    ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"])
+        .expect_code(FAILED, "resource digest edited");
 }
 
 #[test]
@@ -270,7 +384,8 @@ fn git_metadata_and_signature_are_not_signed() {
     let ws = signed_model("");
     ws.write("model/.git/HEAD", b"ref: refs/heads/main");
     ws.write("model/.gitignore", b"changed");
-    ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"]).expect_code(OK, "git paths ignored");
+    ws.run(&["verify", "model/model.sig", "--key", "keys/signer.pub"])
+        .expect_code(OK, "git paths ignored");
 }
 
 #[cfg(unix)]
@@ -281,7 +396,16 @@ fn symlink_out_of_model_is_refused() {
     ws.make_model("model");
     ws.write("secret.txt", b"s3cret");
     std::os::unix::fs::symlink(ws.path("secret.txt"), ws.path("model/leak.txt")).expect("symlink");
-    let run = ws.run(&["sign-model", "model", "--key", "keys/signer.key"]).expect_code(util::INPUT, "symlink outside");
-    assert!(run.stderr.contains("leak.txt") && run.stderr.contains("outside"), "{}", run.stderr);
-    assert!(!ws.path("model/model.sig").exists(), "no signature left behind");
+    let run = ws
+        .run(&["sign-model", "model", "--key", "keys/signer.key"])
+        .expect_code(util::INPUT, "symlink outside");
+    assert!(
+        run.stderr.contains("leak.txt") && run.stderr.contains("outside"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !ws.path("model/model.sig").exists(),
+        "no signature left behind"
+    );
 }

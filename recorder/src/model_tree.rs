@@ -331,9 +331,7 @@ mod tests {
         fs::write(outside.path().join("secret"), "x").expect("write");
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("leak"))
             .expect("symlink");
-        let err = hash_model_dir(dir.path(), &TreeOptions::default())
-            .err()
-            .expect("must refuse");
+        let err = hash_model_dir(dir.path(), &TreeOptions::default()).expect_err("must refuse");
         assert!(matches!(err, TreeError::SymlinkOutside { .. }), "{err}");
         assert!(err.to_string().contains("leak"), "{err}");
     }

@@ -35,20 +35,31 @@ impl Run {
     /// Asserts the exit code and that nothing panicked; returns self for more checks.
     #[track_caller]
     pub fn expect_code(self, code: i32, case: &str) -> Run {
-        assert!(!self.stderr.contains("panicked"), "{case}: panicked\n{}", self.stderr);
-        assert_eq!(self.code, code, "{case}: exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "{case}: panicked\n{}",
+            self.stderr
+        );
+        assert_eq!(
+            self.code, code,
+            "{case}: exit code\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Parses stdout as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 }
 
 impl Workspace {
     pub fn new() -> Workspace {
-        Workspace { dir: tempfile::tempdir().expect("tempdir") }
+        Workspace {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -91,9 +102,18 @@ impl Workspace {
 
     /// A small model directory with nested files.
     pub fn make_model(&self, rel: &str) {
-        self.write(&format!("{rel}/config.json"), br#"{"model_type":"llama","hidden_size":64}"#);
-        self.write(&format!("{rel}/model.safetensors"), pseudo_random(200_000, 7));
-        self.write(&format!("{rel}/tokenizer/tokenizer.json"), br#"{"version":"1.0"}"#);
+        self.write(
+            &format!("{rel}/config.json"),
+            br#"{"model_type":"llama","hidden_size":64}"#,
+        );
+        self.write(
+            &format!("{rel}/model.safetensors"),
+            pseudo_random(200_000, 7),
+        );
+        self.write(
+            &format!("{rel}/tokenizer/tokenizer.json"),
+            br#"{"version":"1.0"}"#,
+        );
         self.write(&format!("{rel}/.gitignore"), b"*.tmp\n");
     }
 }
@@ -116,7 +136,9 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
 }
 
 /// Reads a JSON file.
