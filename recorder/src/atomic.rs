@@ -4,35 +4,20 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` through a temporary file in the same directory: create, write,
-/// fsync, rename over `path`, fsync the directory. On error the temporary file is removed and
-/// `path` is untouched.
+/// fsync, rename over `path` (tempfile's `persist`), fsync the directory. On error the temporary
+/// file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut file = tempfile::Builder::new()
+        .prefix(".trainprov-")
+        .tempfile_in(&dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(&dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -173,6 +173,8 @@ fn verify_attestation(
     if let Some(dir) = &args.model_dir {
         checked.extend(check_directory(&statement.subject, dir, &args.file).or_failed()?);
     }
+    let mut seen = std::collections::BTreeSet::new();
+    checked.retain(|c| seen.insert((c.path.clone(), c.subject.clone())));
     let failures: Vec<&ArtifactCheck> = checked.iter().filter(|c| c.problem.is_some()).collect();
     let summary = json!({
         "kind": "dsse",
