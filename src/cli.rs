@@ -66,6 +66,14 @@ pub enum Command {
         trainprov attest a.bin b.bin --key k1.key --key k2.key --out release.intoto.json"
     )]
     Attest(AttestArgs),
+    /// Snapshot a data directory: a BLAKE3 Merkle manifest of every file and its digest.
+    ///
+    /// Unchanged files are recognised from `stat` alone through a hash cache kept in the
+    /// registry directory; --rehash ignores it. A file that changes while it is hashed is
+    /// reported, never recorded.
+    #[command(after_help = "Examples:\n  trainprov snapshot data/\n  \
+        trainprov snapshot data/ --rehash --json\n  trainprov snapshot data/ --manifest data.manifest")]
+    Snapshot(SnapshotArgs),
 }
 
 /// Options every command takes.
@@ -151,6 +159,25 @@ pub struct AttestArgs {
     /// Subject names are paths relative to this directory [default: the directory of --out].
     #[arg(long, value_name = "DIR")]
     pub base: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The directory to snapshot.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Ignore the hash cache and hash every file again.
+    #[arg(long)]
+    pub rehash: bool,
+    /// Registry directory holding the hash cache [default: $TRAINPROV_REGISTRY, else .trainprov/
+    /// at the git root, else ./.trainprov].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+    /// Also write the canonical manifest (the bytes the digest is computed over) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub global: GlobalArgs,
 }

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::SignModel(args) => (args.global.json, commands::sign_model::run(&args)),
         Command::Verify(args) => (args.global.json, commands::verify::run(&args)),
         Command::Attest(args) => (args.global.json, commands::attest::run(&args)),
+        Command::Snapshot(args) => (args.global.json, commands::snapshot::run(&args)),
     };
     match result {
         Ok(report) => {

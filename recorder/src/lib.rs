@@ -14,5 +14,11 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod environment;
 pub mod file_digest;
+pub mod gpu;
+pub mod hash_cache;
 pub mod model_tree;
+pub mod paths;
+pub mod redact;
+pub mod snapshot;

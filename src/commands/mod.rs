@@ -3,6 +3,7 @@
 pub mod attest;
 pub mod keygen;
 pub mod sign_model;
+pub mod snapshot;
 pub mod verify;
 
 use std::path::Path;

@@ -1,0 +1,1 @@
+//! GPUs seen through the CUDA driver API (cudarc, loaded dynamically); "no GPU" when there is no driver.
