@@ -113,11 +113,15 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 }
 
 impl Envelope {
-    /// Signs `payload` with every key in `keys` (at least one).
+    /// Signs `payload` with every distinct key in `keys` (at least one); a key given twice signs
+    /// once.
     pub fn sign(payload_type: &str, payload: &[u8], keys: &[&SigningKey]) -> Envelope {
         let message = pae(payload_type, payload);
+        let mut seen = std::collections::BTreeSet::new();
+        // One signature per distinct key: securesystemslib refuses envelopes that repeat a keyid.
         let signatures = keys
             .iter()
+            .filter(|key| seen.insert(key.public_key().keyid().to_string()))
             .map(|key| Signature {
                 keyid: key.public_key().keyid().to_string(),
                 sig: encode_base64(&key.sign(&message)),

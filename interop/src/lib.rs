@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use attest::dsse::IN_TOTO_PAYLOAD_TYPE;
-use attest::slsa::{BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails};
 use attest::slsa::PROVENANCE_V1;
+use attest::slsa::{BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails};
 use attest::statement::{digest_set_of, ResourceDescriptor, Statement};
 
 /// `scripts/python-venv.sh` of this repository.
@@ -65,7 +65,9 @@ pub fn venv_bin(name: &str) -> PathBuf {
 
 /// A helper script under `interop/python/`.
 pub fn helper(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
 /// Exit status and output of a finished command.
@@ -192,7 +194,9 @@ pub fn provenance_statement() -> Vec<u8> {
     statement
         .check_subject_digests()
         .expect("fixture subjects carry sha256 and blake3");
-    statement.to_json().expect("serializing the provenance Statement")
+    statement
+        .to_json()
+        .expect("serializing the provenance Statement")
 }
 
 /// The payload type every envelope here carries.
@@ -203,8 +207,9 @@ pub const BIG_FILE: &str = "weights/adapter_model.safetensors";
 
 /// Writes a model directory exercising the OMS path rules: nested directories, a ~3 MiB file, an
 /// empty file, names whose Python `PurePosixPath` order differs from plain string order (`a/b`,
-/// `a-b`, `a.txt`), upper case, a space and a non-ASCII name, plus git metadata (`.gitignore`,
-/// `.git/HEAD`) that both implementations must leave out.
+/// `a-b`, `a.txt`), upper case, a space, a non-ASCII name, a dotfile, a nested `.gitignore` and
+/// `model.sig` (which are signed), plus root git metadata (`.gitignore`, `.git/HEAD`) that both
+/// implementations must leave out.
 pub fn make_model_dir(root: &Path) {
     let mut big = Vec::with_capacity(3 * 1024 * 1024 + 17);
     // xorshift: deterministic, incompressible-looking content.
@@ -217,10 +222,19 @@ pub fn make_model_dir(root: &Path) {
     }
     big.truncate(3 * 1024 * 1024 + 17);
     let files: Vec<(&str, Vec<u8>)> = vec![
-        ("config.json", br#"{"model_type":"llama","hidden_size":64}"#.to_vec()),
-        ("tokenizer.json", br#"{"version":"1.0","added_tokens":[]}"#.to_vec()),
+        (
+            "config.json",
+            br#"{"model_type":"llama","hidden_size":64}"#.to_vec(),
+        ),
+        (
+            "tokenizer.json",
+            br#"{"version":"1.0","added_tokens":[]}"#.to_vec(),
+        ),
         (BIG_FILE, big),
-        ("weights/adapter_config.json", br#"{"r":8,"lora_alpha":16}"#.to_vec()),
+        (
+            "weights/adapter_config.json",
+            br#"{"r":8,"lora_alpha":16}"#.to_vec(),
+        ),
         ("sub/deeper/notes.txt", b"nested file\n".to_vec()),
         ("sub/empty.bin", Vec::new()),
         ("a/b", b"a/b\n".to_vec()),
@@ -229,6 +243,10 @@ pub fn make_model_dir(root: &Path) {
         ("Z_upper.txt", b"upper\n".to_vec()),
         ("read me.md", b"# model\n".to_vec()),
         ("donn\u{e9}es.txt", "donn\u{e9}es\n".as_bytes().to_vec()),
+        (".hidden", b"dotfile, signed\n".to_vec()),
+        // Only git metadata at the root is left out; these are ordinary files.
+        ("sub/.gitignore", b"nested, signed\n".to_vec()),
+        ("sub/model.sig", b"not the signature, signed\n".to_vec()),
         (".gitignore", b"*.tmp\n".to_vec()),
         (".git/HEAD", b"ref: refs/heads/main\n".to_vec()),
     ];
