@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # trainprov's main job on the embedded example, start to finish:
-#   make a key pair, sign the example model (OpenSSF model signature), attest its files
-#   (DSSE + in-toto + SLSA provenance), verify both, then show that a one-byte change is caught.
-# Works in a scratch directory (WORK=... to choose it); the repository is not modified.
+#   record a real training run (examples/wrap-python) with `trainprov run`, verify its signed
+#   provenance and model signature, list it in the registry, then show that a data file changed
+#   after the run is caught and named.
+# Works in a scratch git repository (WORK=... to choose where); the checkout is not modified.
 # Usage: bash examples/quickstart.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,9 +15,12 @@ trainprov="$root/target/release/trainprov"
 
 work="${WORK:-$(mktemp -d -t trainprov-quickstart.XXXXXX)}"
 mkdir -p "$work"
-rm -rf "$work/model" "$work/keys"
-cp -r examples/tiny-model/model "$work/model"
-cd "$work"
+rm -rf "$work/project" "$work/keys"
+cp -r examples/wrap-python "$work/project"
+cd "$work/project"
+git -c init.defaultBranch=main init -q
+git add .
+git -c user.name=quickstart -c user.email=quickstart@example.invalid commit -qm "wrap-python example"
 
 step() {
   echo
@@ -24,36 +28,31 @@ step() {
   "$trainprov" "$@"
 }
 
-step keygen --out keys/signer
-step sign-model model --key keys/signer.key
-step verify model/model.sig --key keys/signer.pub
-step attest model --key keys/signer.key --out provenance.intoto.json --base model
-step verify provenance.intoto.json --key keys/signer.pub --model-dir model --artifact model/model.safetensors
+step keygen --out ../keys/signer
+step run --out out --key ../keys/signer.key --data data --config train.toml --param epochs=200 \
+  -- python3 train.py --data data --out out --epochs 200
+step verify out/provenance.intoto.json --key ../keys/signer.pub --model-dir out --inputs
+step verify out/model.sig --key ../keys/signer.pub
+step registry list
 
 venv="${TRAINPROV_VENV:-$root/.venv}"
 if [[ -x "$venv/bin/model_signing" ]]; then
   echo
   echo "==> independent check with OpenSSF model_signing (from $venv)"
-  echo "\$ model_signing verify key model --signature model/model.sig --public_key keys/signer.pub"
-  "$venv/bin/model_signing" verify key model --signature model/model.sig --public_key keys/signer.pub
+  echo "\$ model_signing verify key out --signature out/model.sig --public_key ../keys/signer.pub"
+  "$venv/bin/model_signing" verify key out --signature out/model.sig --public_key ../keys/signer.pub
 fi
 
 echo
-echo "==> tampering: flipping one byte of model/model.safetensors; verify must now fail (exit 1)"
-python3 - <<'PY'
-with open("model/model.safetensors", "r+b") as f:
-    f.seek(4096)
-    b = f.read(1)
-    f.seek(4096)
-    f.write(bytes([b[0] ^ 1]))
-PY
+echo "==> a data shard changes after the run; verification must now fail (exit 1) and name it"
+echo "0.1,0.2,0.3,0.4,1" >> data/part-001.csv
 set +e
-"$trainprov" verify model/model.sig --key keys/signer.pub
+"$trainprov" verify out/provenance.intoto.json --key ../keys/signer.pub --inputs
 code=$?
 set -e
 if [[ $code -ne 1 ]]; then
-  echo "quickstart: expected exit 1 for the tampered model, got $code" >&2
+  echo "quickstart: expected exit 1 for the changed data, got $code" >&2
   exit 1
 fi
 echo
-echo "quickstart: OK. The tampered file was caught (exit $code). Files are in $work"
+echo "quickstart: OK. The changed shard was caught (exit $code). Files are in $work"
