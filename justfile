@@ -14,11 +14,15 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # All benchmarks; results go into BENCHMARKS.md.
-bench: bench-sign
+bench: bench-sign bench-snapshot
 
 # trainprov sign-model/verify vs model_signing sign/verify key on a 1 GiB model directory.
 bench-sign:
     bash bench/bench-sign.sh
+
+# trainprov snapshot (--rehash and warm cache) vs b3sum, sha256sum, md5sum and DVC on 1 GiB.
+bench-snapshot:
+    bash bench/bench-snapshot.sh
 
 # What CI runs.
 ci:
