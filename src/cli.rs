@@ -74,6 +74,22 @@ pub enum Command {
     #[command(after_help = "Examples:\n  trainprov snapshot data/\n  \
         trainprov snapshot data/ --rehash --json\n  trainprov snapshot data/ --manifest data.manifest")]
     Snapshot(SnapshotArgs),
+    /// Run a training command and record it: inputs, code, environment, products, signatures.
+    ///
+    /// Before the command starts, trainprov snapshots every --data/--base/--adapter input, reads
+    /// the git state (commit, remotes without credentials, the uncommitted change including
+    /// untracked files) and stores configs in the registry. The command's output is shown and
+    /// kept as logs; SIGINT/SIGTERM are forwarded to it and its exit code is passed through.
+    /// When it exits 0, every file under --out is a product: OUT/model.sig (OpenSSF model
+    /// signature) and OUT/provenance.intoto.json (DSSE, SLSA Provenance v1) are written. A
+    /// failed or interrupted run is recorded in the registry without an attestation.
+    #[command(after_help = "Examples:\n  trainprov run --out out --key keys/signer.key --data data/ -- python train.py --epochs 3\n  \
+        trainprov run --out out --key k.key --base models/llama --data d.jsonl --config train.yaml \\\n      \
+        --param lr=3e-4 -- sh -c './finetune.sh'\n\n\
+        Exit code: the command's own (128+N if killed by signal N); 2 if trainprov could not record.")]
+    Run(RunArgs),
+    /// Inspect the registry of recorded runs.
+    Registry(RegistryArgs),
 }
 
 /// Options every command takes.
@@ -140,6 +156,14 @@ pub struct VerifyArgs {
     /// Leave this path out when re-hashing the model directory. Repeatable.
     #[arg(long = "ignore", value_name = "PATH")]
     pub ignore: Vec<PathBuf>,
+    /// Also re-snapshot every recorded input (--data/--base/--adapter of the run) at its
+    /// recorded path and name the files added, removed or changed since the run.
+    #[arg(long)]
+    pub inputs: bool,
+    /// Registry holding the run's stored manifests (for --inputs) [default: $TRAINPROV_REGISTRY,
+    /// else .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
     #[command(flatten)]
     pub global: GlobalArgs,
 }
@@ -180,4 +204,67 @@ pub struct SnapshotArgs {
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Output directory; every file in it after the command is a product.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Private key to sign the record with. Repeat to co-sign.
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// A dataset (directory or file) the command reads. Repeatable.
+    #[arg(long = "data", value_name = "PATH")]
+    pub data: Vec<PathBuf>,
+    /// A base model directory the command starts from. Repeatable.
+    #[arg(long = "base", value_name = "PATH")]
+    pub base: Vec<PathBuf>,
+    /// An adapter directory the command uses. Repeatable.
+    #[arg(long = "adapter", value_name = "PATH")]
+    pub adapters: Vec<PathBuf>,
+    /// A config file; its content is stored. Repeatable.
+    #[arg(long = "config", value_name = "FILE")]
+    pub configs: Vec<PathBuf>,
+    /// A hyperparameter to record, as KEY=VALUE. Repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Registry directory [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+    /// Hash every input file again instead of trusting the hash cache.
+    #[arg(long)]
+    pub rehash: bool,
+    /// The command to run and its arguments (after `--`).
+    #[arg(value_name = "CMD", required = true, last = true)]
+    pub command: Vec<std::ffi::OsString>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    #[command(subcommand)]
+    pub command: RegistryCommand,
+    /// Registry directory [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub registry: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// List recorded runs, newest first.
+    List {
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show everything recorded about one run (id or unique id prefix).
+    Show {
+        /// Run id or prefix.
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
 }

@@ -21,6 +21,15 @@ pub struct Report {
     pub human: String,
     /// The same, for machines.
     pub json: serde_json::Value,
+    /// Exit code (0 except for `run`, which passes the command's through).
+    pub exit: u8,
+}
+
+impl Report {
+    /// A successful report (exit 0).
+    pub fn ok(human: String, json: serde_json::Value) -> Self {
+        Report { human, json, exit: 0 }
+    }
 }
 
 fn main() -> ExitCode {
@@ -31,6 +40,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => (args.global.json, commands::verify::run(&args)),
         Command::Attest(args) => (args.global.json, commands::attest::run(&args)),
         Command::Snapshot(args) => (args.global.json, commands::snapshot::run(&args)),
+        Command::Run(args) => (args.global.json, commands::run::run(&args)),
+        Command::Registry(args) => (args.global.json, commands::registry::run(&args)),
     };
     match result {
         Ok(report) => {
@@ -40,7 +51,7 @@ fn main() -> ExitCode {
                 report.human
             };
             print_stdout(&text);
-            ExitCode::SUCCESS
+            ExitCode::from(report.exit)
         }
         Err(err) => {
             let message = err.error.to_string();

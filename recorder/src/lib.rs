@@ -1,8 +1,10 @@
 //! Captures what went into and came out of a training run.
 //!
-//! For now this crate walks and hashes model directories ([`model_tree`]) for OpenSSF model
-//! signatures and digests single files ([`file_digest`]); code, data snapshots, environment
-//! capture and the registry arrive with the `trainprov run` issue.
+//! The data flow is one way: **capture** ([`git`], [`snapshot`], [`environment`], [`gpu`],
+//! [`process`], with [`redact`] keeping secrets out) → **record** ([`record::RunRecord`], stored in
+//! the [`registry`] and its [`objects`] store) → **attest** (the `attest` crate signs
+//! [`record::RunRecord::to_statement`]). [`model_tree`] walks model directories for OpenSSF model
+//! signatures.
 //!
 //! ```no_run
 //! use recorder::model_tree::{hash_model_dir, TreeOptions};
@@ -16,9 +18,15 @@
 pub mod atomic;
 pub mod environment;
 pub mod file_digest;
+pub mod git;
 pub mod gpu;
 pub mod hash_cache;
 pub mod model_tree;
+pub mod objects;
 pub mod paths;
+pub mod process;
+pub mod record;
 pub mod redact;
+pub mod registry;
+pub mod runner;
 pub mod snapshot;

@@ -1,1 +1,1599 @@
 //! Data snapshots: a sorted BLAKE3 manifest of every file under a directory and its digest.
+//!
+//! A snapshot names exactly which bytes a training run read. It is the canonical **manifest**
+//! below; the **snapshot digest** is the BLAKE3 hash of the manifest bytes (lowercase hex), and
+//! the SHA-256 of the same bytes is given beside it for tools that know no BLAKE3 (in-toto
+//! digest sets carry both).
+//!
+//! # What is recorded
+//!
+//! Walking the root directory (the root itself may be a symlink to a directory; nothing below
+//! it is followed):
+//! - every **regular file**, as its path relative to the root, its size and the BLAKE3 of its
+//!   content;
+//! - every **symlink**, as a link: its target text exactly as `readlink` returns it, never
+//!   followed (wherever it points: inside the root, outside it, to a directory, or nowhere).
+//!   Its size is the length of the target text in bytes and its digest the BLAKE3 of those
+//!   bytes. Nothing beneath a symlink to a directory is recorded;
+//! - **directories** are not recorded themselves, so empty directories leave no trace;
+//! - a FIFO, socket or device under the root is refused ([`SnapshotError::SpecialFile`]);
+//! - when the hash cache file ([`SnapshotOptions::cache`]) lies inside the root, it and its
+//!   SQLite companions (`-wal`, `-shm`, `-journal`) are left out: they change as the snapshot
+//!   runs.
+//!
+//! Paths are the names below the root joined with `/`. A name that is not UTF-8, or holds a
+//! tab (U+0009) or newline (U+000A), is refused rather than escaped
+//! ([`SnapshotError::NotUtf8`], [`SnapshotError::UnsupportedName`]); so is such a symlink
+//! target. No other byte is special.
+//!
+//! # Manifest format, version 1
+//!
+//! UTF-8 text, lines ending in a single `\n` (0x0A, no `\r`), nothing before the first or
+//! after the last line:
+//!
+//! ```text
+//! trainprov-snapshot v1\n
+//! f\t<size>\t<blake3>\t<path>\n               one line per regular file
+//! l\t<size>\t<blake3>\t<path>\t<target>\n     one line per symlink
+//! ```
+//!
+//! - the first line is exactly `trainprov-snapshot v1`;
+//! - `\t` is one tab (0x09); `f` and `l` are the lowercase letters;
+//! - `<size>` is the size in bytes in ASCII decimal, no sign, no leading zeros (`0` for empty);
+//! - `<blake3>` is the 32-byte BLAKE3 digest as 64 lowercase hex digits: of the file's content
+//!   for `f`, of the UTF-8 bytes of `<target>` for `l` (whose `<size>` is that byte length);
+//! - `<path>` is non-empty, has no leading or trailing `/`, no empty, `.` or `..` component;
+//! - one line per path, lines sorted by the bytes of `<path>` in ascending order (`memcmp`,
+//!   so `a.txt` < `a/b`, as `.` is 0x2E and `/` 0x2F), and no path is the directory of another;
+//! - an empty tree is the header line alone.
+//!
+//! Every tree has exactly one manifest, and [`DataSnapshot::from_manifest_bytes`] accepts only
+//! that form (it re-serialises what it parsed and compares). Example, a tree holding
+//! `data/a.txt` = `hello\n` and a link `latest -> data/a.txt`:
+//!
+//! ```text
+//! trainprov-snapshot v1\n
+//! f\t6\t8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99\tdata/a.txt\n
+//! l\t10\t0632bacd163300b109295661e1282e945abc5343b879be67f630d13707095fe2\tlatest\tdata/a.txt\n
+//! ```
+//!
+//! Its snapshot digest is
+//! `778de0a77a81ffd2f80af61cf67b7b60f028a5529631b5c1927a845ad0065611` and its SHA-256
+//! `b2a77a97df48cbbbfb0e2abeb6da1d5936ab716630777d026673383b7c9a8ef3`; `b3sum` and `sha256sum`
+//! of the file `trainprov snapshot --manifest FILE` writes give the same (test `known_answer`).
+//!
+//! # Consistency
+//!
+//! Each regular file is `lstat`ed when the tree is walked and again after its bytes were read.
+//! If device, inode, size, mtime or ctime (nanoseconds) moved, or the number of bytes read is
+//! not the size, the snapshot fails with [`SnapshotError::ChangedWhileHashing`] instead of
+//! recording bytes that may be neither the old nor the new file. (Times come from a coarse
+//! clock, so a same-size rewrite within one clock tick can escape this check; nothing short of
+//! the file system's own snapshots can see that.) Files of 16 MiB and more are hashed through a
+//! memory map ([`blake3::Hasher::update_mmap_rayon`]); truncating such a file while it is
+//! mapped kills the process with `SIGBUS` on Linux: stop writers before snapshotting.
+//!
+//! # Speed
+//!
+//! Regular files hit in the [`crate::hash_cache`] are not read at all: an unchanged tree is
+//! snapshotted from one walk and one `lstat` per file. Otherwise files of 16 MiB or more are
+//! hashed one at a time with all threads of the rayon pool (BLAKE3's tree mode), and the
+//! smaller ones in parallel, one file per thread.
+//!
+//! ```no_run
+//! use recorder::snapshot::{snapshot, SnapshotOptions};
+//! let options = SnapshotOptions { rehash: false, cache: None, progress: true };
+//! let snap = snapshot(std::path::Path::new("data"), &options)?;
+//! println!("{} files, snapshot digest {}", snap.entries.len(), snap.digest());
+//! # Ok::<(), recorder::snapshot::SnapshotError>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use attest::statement::DigestSet;
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::hash_cache::{CacheKey, HashCache, RACY_WINDOW};
+
+/// The manifest's first line, without its newline.
+pub const MANIFEST_HEADER: &str = "trainprov-snapshot v1";
+
+/// Files at least this large are hashed through a memory map with every thread.
+pub const LARGE_FILE: u64 = 16 << 20;
+
+/// How a snapshot is taken.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    /// Ignore the cache's digests and hash every file (fresh digests are still stored).
+    pub rehash: bool,
+    /// The hash cache file (SQLite); `None`: no cache.
+    pub cache: Option<PathBuf>,
+    /// Show a progress bar on stderr when the snapshot takes more than a second and stderr
+    /// is a terminal.
+    pub progress: bool,
+}
+
+/// What a manifest entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A symlink, recorded and never followed.
+    Symlink {
+        /// The link's target text.
+        target: String,
+    },
+}
+
+/// One line of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotEntry {
+    /// Relative to the root, `/`-separated.
+    pub path: String,
+    /// Bytes (for a symlink: of its target text).
+    pub size: u64,
+    /// Lowercase hex BLAKE3 of the content (for a symlink: of its target text).
+    pub blake3: String,
+    /// File or symlink.
+    pub kind: EntryKind,
+}
+
+/// How a snapshot went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SnapshotStats {
+    /// Entries recorded (regular files and symlinks).
+    pub files: usize,
+    /// Total size of the regular files.
+    pub bytes: u64,
+    /// Entries whose digest was computed in this run (symlinks always are).
+    pub hashed: usize,
+    /// Entries whose digest came from the hash cache; `hashed + from_cache == files`.
+    pub from_cache: usize,
+    /// Wall-clock seconds of the whole snapshot.
+    pub seconds: f64,
+}
+
+/// A snapshot of a tree: its sorted entries, from which the manifest and digest follow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataSnapshot {
+    /// The directory the entries are relative to (for [`snapshot_file`]: the file's directory).
+    pub root: PathBuf,
+    /// Sorted by the bytes of `path`, one per path.
+    pub entries: Vec<SnapshotEntry>,
+    /// Counts and time; zero for a snapshot parsed from a manifest.
+    pub stats: SnapshotStats,
+}
+
+/// What differs between two snapshots, by path (each list sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotDiff {
+    /// Paths only in the newer snapshot.
+    pub added: Vec<String>,
+    /// Paths only in the older snapshot.
+    pub removed: Vec<String>,
+    /// Paths in both whose size, digest or kind differ.
+    pub changed: Vec<String>,
+}
+
+/// Why a snapshot could not be taken or a manifest not read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// An OS error on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// [`snapshot`] was given something other than a directory.
+    #[error("{}: not a directory (snapshot a single file with `snapshot_file`)", path.display())]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// [`snapshot_file`] was given something other than a regular file.
+    #[error("{}: not a regular file (snapshot a directory with `snapshot`)", path.display())]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file's `lstat` moved between the walk and the end of reading it.
+    #[error("{}: changed while it was being hashed (size or mtime moved); stop writers and snapshot again", path.display())]
+    ChangedWhileHashing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A FIFO, socket or device.
+    #[error("{}: special file (FIFO, socket or device) cannot be part of a data snapshot; move it out of the directory", path.display())]
+    SpecialFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A name the manifest cannot carry.
+    #[error("{}: name is not valid UTF-8; rename it", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A name (or symlink target) holding a tab or newline.
+    #[error("{}: {what} contains a tab or newline, which the manifest cannot carry; rename it", path.display())]
+    UnsupportedName {
+        /// The file or link.
+        path: PathBuf,
+        /// `"name"` or `"symlink target"`.
+        what: &'static str,
+    },
+    /// A manifest that is not in the canonical form.
+    #[error("manifest line {line}: {reason}")]
+    Manifest {
+        /// 1-based; the header is line 1.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl PartialEq for SnapshotError {
+    /// Equal variants with equal fields; I/O errors compare by path and error kind.
+    fn eq(&self, other: &Self) -> bool {
+        use SnapshotError::*;
+        match (self, other) {
+            (Io { path: a, source: x }, Io { path: b, source: y }) => {
+                a == b && x.kind() == y.kind()
+            }
+            (NotADirectory { path: a }, NotADirectory { path: b })
+            | (NotAFile { path: a }, NotAFile { path: b })
+            | (ChangedWhileHashing { path: a }, ChangedWhileHashing { path: b })
+            | (SpecialFile { path: a }, SpecialFile { path: b })
+            | (NotUtf8 { path: a }, NotUtf8 { path: b }) => a == b,
+            (UnsupportedName { path: a, what: x }, UnsupportedName { path: b, what: y }) => {
+                a == b && x == y
+            }
+            (Manifest { line: a, reason: x }, Manifest { line: b, reason: y }) => a == b && x == y,
+            _ => false,
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifest
+
+impl DataSnapshot {
+    /// The canonical manifest (see the module docs).
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MANIFEST_HEADER.len() + 1 + self.entries.len() * 120);
+        out.extend_from_slice(MANIFEST_HEADER.as_bytes());
+        out.push(b'\n');
+        for entry in &self.entries {
+            let kind = match entry.kind {
+                EntryKind::File => b'f',
+                EntryKind::Symlink { .. } => b'l',
+            };
+            out.push(kind);
+            out.push(b'\t');
+            out.extend_from_slice(entry.size.to_string().as_bytes());
+            out.push(b'\t');
+            out.extend_from_slice(entry.blake3.as_bytes());
+            out.push(b'\t');
+            out.extend_from_slice(entry.path.as_bytes());
+            if let EntryKind::Symlink { target } = &entry.kind {
+                out.push(b'\t');
+                out.extend_from_slice(target.as_bytes());
+            }
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// The snapshot digest: lowercase hex BLAKE3 of [`Self::manifest_bytes`].
+    pub fn digest(&self) -> String {
+        blake3::hash(&self.manifest_bytes()).to_hex().to_string()
+    }
+
+    /// Lowercase hex SHA-256 of [`Self::manifest_bytes`] (the interoperable digest).
+    pub fn manifest_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.manifest_bytes()))
+    }
+
+    /// `{"blake3": digest(), "sha256": manifest_sha256()}`, for in-toto descriptors.
+    pub fn digest_set(&self) -> DigestSet {
+        let bytes = self.manifest_bytes();
+        let mut set = DigestSet::new();
+        set.insert("blake3".into(), blake3::hash(&bytes).to_hex().to_string());
+        set.insert("sha256".into(), hex::encode(Sha256::digest(&bytes)));
+        set
+    }
+
+    /// Parses a manifest, accepting only its canonical form; `stats` are zero except `files`
+    /// and `bytes`.
+    pub fn from_manifest_bytes(root: PathBuf, bytes: &[u8]) -> Result<DataSnapshot, SnapshotError> {
+        let bad = |line: usize, reason: String| SnapshotError::Manifest { line, reason };
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let line = 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            bad(line, "not valid UTF-8".into())
+        })?;
+        let Some(body) = text.strip_suffix('\n') else {
+            let line = 1 + text.matches('\n').count();
+            return Err(bad(line, "missing the final newline".into()));
+        };
+        let mut lines = body.split('\n');
+        if lines.next() != Some(MANIFEST_HEADER) {
+            return Err(bad(1, format!("expected the header `{MANIFEST_HEADER}`")));
+        }
+        let mut entries: Vec<SnapshotEntry> = Vec::new();
+        let mut directories: BTreeSet<&str> = BTreeSet::new();
+        for (index, line) in lines.enumerate() {
+            let number = index + 2;
+            if line.is_empty() {
+                return Err(bad(number, "empty line".into()));
+            }
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (kind, size, digest, path) = match fields.as_slice() {
+                ["f", size, digest, path] => (EntryKind::File, *size, *digest, *path),
+                ["l", size, digest, path, target] => (
+                    EntryKind::Symlink {
+                        target: (*target).to_string(),
+                    },
+                    *size,
+                    *digest,
+                    *path,
+                ),
+                [kind, ..] if *kind != "f" && *kind != "l" => {
+                    return Err(bad(
+                        number,
+                        format!("unknown entry kind `{kind}` (expected `f` or `l`)"),
+                    ))
+                }
+                _ => {
+                    return Err(bad(
+                        number,
+                        "wrong number of tab-separated fields (4 for `f`, 5 for `l`)".into(),
+                    ))
+                }
+            };
+            let size_ok = !size.is_empty()
+                && size.bytes().all(|b| b.is_ascii_digit())
+                && (size == "0" || !size.starts_with('0'));
+            let size: u64 =
+                size.parse().ok().filter(|_| size_ok).ok_or_else(|| {
+                    bad(number, format!("size `{size}` is not a canonical decimal"))
+                })?;
+            if digest.len() != 64
+                || !digest
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return Err(bad(number, "digest is not 64 lowercase hex digits".into()));
+            }
+            if let Some(reason) = path_problem(path) {
+                return Err(bad(number, format!("path `{path}` {reason}")));
+            }
+            if let EntryKind::Symlink { target } = &kind {
+                if target.is_empty() {
+                    return Err(bad(number, "empty symlink target".into()));
+                }
+                if size != target.len() as u64
+                    || blake3::hash(target.as_bytes()).to_hex().as_str() != digest
+                {
+                    return Err(bad(
+                        number,
+                        "symlink size or digest does not match its target text".into(),
+                    ));
+                }
+            }
+            if let Some(previous) = entries.last() {
+                if previous.path.as_bytes() >= path.as_bytes() {
+                    return Err(bad(
+                        number,
+                        format!(
+                            "path `{path}` is out of order or repeated (after `{}`)",
+                            previous.path
+                        ),
+                    ));
+                }
+            }
+            let mut end = 0;
+            while let Some(slash) = path[end..].find('/') {
+                directories.insert(&path[..end + slash]);
+                end += slash + 1;
+            }
+            entries.push(SnapshotEntry {
+                path: path.to_string(),
+                size,
+                blake3: digest.to_string(),
+                kind,
+            });
+        }
+        if let Some(position) = entries
+            .iter()
+            .position(|e| directories.contains(e.path.as_str()))
+        {
+            return Err(bad(
+                position + 2,
+                format!(
+                    "`{}` is listed as an entry and also as a directory of others",
+                    entries[position].path
+                ),
+            ));
+        }
+        let stats = SnapshotStats {
+            files: entries.len(),
+            bytes: file_bytes(&entries),
+            ..SnapshotStats::default()
+        };
+        let snapshot = DataSnapshot {
+            root,
+            entries,
+            stats,
+        };
+        if snapshot.manifest_bytes() != bytes {
+            return Err(bad(1, "not in canonical form".into()));
+        }
+        Ok(snapshot)
+    }
+
+    /// What changed from `self` (older) to `newer`, by path.
+    pub fn diff(&self, newer: &DataSnapshot) -> SnapshotDiff {
+        let old: BTreeMap<&str, &SnapshotEntry> =
+            self.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let new: BTreeMap<&str, &SnapshotEntry> =
+            newer.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut diff = SnapshotDiff::default();
+        for (path, entry) in &new {
+            match old.get(path) {
+                None => diff.added.push((*path).to_string()),
+                Some(before) if before != entry => diff.changed.push((*path).to_string()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = old
+            .keys()
+            .filter(|p| !new.contains_key(*p))
+            .map(|p| (*p).to_string())
+            .collect();
+        diff
+    }
+}
+
+/// Why a relative path may not appear in a manifest, if it may not.
+fn path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("is empty");
+    }
+    if path.contains(['\t', '\n']) {
+        return Some("contains a tab or newline");
+    }
+    if path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Some("has an empty, `.` or `..` component (or a leading or trailing `/`)");
+    }
+    None
+}
+
+fn file_bytes(entries: &[SnapshotEntry]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| e.size)
+        .sum()
+}
+
+impl SnapshotDiff {
+    /// Whether the two snapshots hold the same entries.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl fmt::Display for SnapshotDiff {
+    /// `added: a, b; removed: c; changed: d` (empty groups left out, at most 10 paths a group),
+    /// or `no changes`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 10;
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let mut first = true;
+        for (label, paths) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            if paths.is_empty() {
+                continue;
+            }
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            write!(f, "{label}: {}", paths[..paths.len().min(SHOWN)].join(", "))?;
+            if paths.len() > SHOWN {
+                write!(f, " and {} more", paths.len() - SHOWN)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Taking a snapshot
+
+/// Snapshots the directory `root` (see the module docs for what is recorded).
+pub fn snapshot(root: &Path, options: &SnapshotOptions) -> Result<DataSnapshot, SnapshotError> {
+    snapshot_with(root, options, RACY_WINDOW)
+}
+
+/// A single regular file as a one-entry snapshot named by its file name, with
+/// [`DataSnapshot::root`] its directory. A symlink given here is followed (it was named
+/// explicitly, as a snapshot's root directory may be).
+pub fn snapshot_file(
+    path: &Path,
+    options: &SnapshotOptions,
+) -> Result<DataSnapshot, SnapshotError> {
+    snapshot_file_with(path, options, RACY_WINDOW)
+}
+
+/// A file to record, found by the walk.
+struct Item {
+    /// Relative path, `/`-separated.
+    rel: String,
+    /// Path to open (root joined with `rel`, or the file given).
+    path: PathBuf,
+    kind: ItemKind,
+}
+
+enum ItemKind {
+    /// A regular file and its stat at walk time; `follow`: stat through symlinks.
+    File { key: CacheKey, follow: bool },
+    /// A symlink and its target text.
+    Link { target: String },
+}
+
+/// A walk result: a regular file (not yet stat'ed) or a symlink.
+struct Found {
+    rel: String,
+    path: PathBuf,
+    is_link: bool,
+}
+
+pub(crate) fn snapshot_with(
+    root: &Path,
+    options: &SnapshotOptions,
+    racy_window: Duration,
+) -> Result<DataSnapshot, SnapshotError> {
+    let started = Instant::now();
+    let now = SystemTime::now();
+    let meta = std::fs::metadata(root).map_err(io_error(root))?;
+    if !meta.is_dir() {
+        return Err(SnapshotError::NotADirectory {
+            path: root.to_path_buf(),
+        });
+    }
+    let progress = Progress::start(options.progress);
+    let excluded = cache_files_inside(root, options.cache.as_deref());
+    let found = walk(root, &excluded, progress.as_ref())?;
+    let items: Vec<Result<Item, SnapshotError>> = found
+        .into_par_iter()
+        .map(|f| {
+            if f.is_link {
+                let target = read_link_text(&f.path)?;
+                Ok(Item {
+                    rel: f.rel,
+                    path: f.path,
+                    kind: ItemKind::Link { target },
+                })
+            } else {
+                let meta = std::fs::symlink_metadata(&f.path).map_err(io_error(&f.path))?;
+                if !meta.is_file() {
+                    // It was a regular file a moment ago, in the walk.
+                    return Err(SnapshotError::ChangedWhileHashing { path: f.path });
+                }
+                Ok(Item {
+                    rel: f.rel,
+                    path: f.path,
+                    kind: ItemKind::File {
+                        key: cache_key(&meta),
+                        follow: false,
+                    },
+                })
+            }
+        })
+        .collect();
+    let items = items.into_iter().collect::<Result<Vec<Item>, _>>()?;
+    build(
+        root.to_path_buf(),
+        items,
+        options,
+        now,
+        racy_window,
+        started,
+        progress,
+    )
+}
+
+pub(crate) fn snapshot_file_with(
+    path: &Path,
+    options: &SnapshotOptions,
+    racy_window: Duration,
+) -> Result<DataSnapshot, SnapshotError> {
+    let started = Instant::now();
+    let now = SystemTime::now();
+    let meta = std::fs::metadata(path).map_err(io_error(path))?;
+    if meta.is_dir() {
+        return Err(SnapshotError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if !meta.is_file() {
+        return Err(SnapshotError::SpecialFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let name = path.file_name().ok_or_else(|| SnapshotError::NotAFile {
+        path: path.to_path_buf(),
+    })?;
+    let rel = name
+        .to_str()
+        .ok_or_else(|| SnapshotError::NotUtf8 {
+            path: path.to_path_buf(),
+        })?
+        .to_string();
+    if rel.contains(['\t', '\n']) {
+        return Err(SnapshotError::UnsupportedName {
+            path: path.to_path_buf(),
+            what: "name",
+        });
+    }
+    let root = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let item = Item {
+        rel,
+        path: path.to_path_buf(),
+        kind: ItemKind::File {
+            key: cache_key(&meta),
+            follow: true,
+        },
+    };
+    build(
+        root,
+        vec![item],
+        options,
+        now,
+        racy_window,
+        started,
+        Progress::start(options.progress),
+    )
+}
+
+/// The relative paths of the cache file and its companions when they lie under `root`.
+fn cache_files_inside(root: &Path, cache: Option<&Path>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(cache) = cache else { return out };
+    let (Some(parent), Some(name)) = (cache.parent(), cache.file_name().and_then(|n| n.to_str()))
+    else {
+        return out;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let (Ok(parent), Ok(root)) = (parent.canonicalize(), root.canonicalize()) else {
+        return out;
+    };
+    let Some(dir) = parent.strip_prefix(&root).ok().and_then(|d| d.to_str()) else {
+        return out;
+    };
+    let dir = to_slashes(dir);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        out.insert(if dir.is_empty() {
+            format!("{name}{suffix}")
+        } else {
+            format!("{dir}/{name}{suffix}")
+        });
+    }
+    out
+}
+
+fn to_slashes(path: &str) -> String {
+    if std::path::MAIN_SEPARATOR == '/' {
+        path.to_string()
+    } else {
+        path.replace(std::path::MAIN_SEPARATOR, "/")
+    }
+}
+
+/// Walks `root`; returns the entries sorted by path.
+fn walk(
+    root: &Path,
+    excluded: &BTreeSet<String>,
+    progress: Option<&Progress>,
+) -> Result<Vec<Found>, SnapshotError> {
+    let mut found = Vec::new();
+    for item in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+        let item = item.map_err(|e| {
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf());
+            SnapshotError::Io {
+                path,
+                source: e.into(),
+            }
+        })?;
+        let file_type = item.file_type();
+        if file_type.is_dir() {
+            continue;
+        }
+        let path = item.into_path();
+        let rel = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(Path::to_str)
+            .map(to_slashes)
+            .ok_or_else(|| SnapshotError::NotUtf8 { path: path.clone() })?;
+        if rel.contains(['\t', '\n']) {
+            return Err(SnapshotError::UnsupportedName { path, what: "name" });
+        }
+        if !file_type.is_file() && !file_type.is_symlink() {
+            return Err(SnapshotError::SpecialFile { path });
+        }
+        if excluded.contains(&rel) {
+            continue;
+        }
+        if let Some(progress) = progress {
+            progress.bar.inc(1);
+        }
+        found.push(Found {
+            rel,
+            path,
+            is_link: file_type.is_symlink(),
+        });
+    }
+    found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(found)
+}
+
+fn read_link_text(path: &Path) -> Result<String, SnapshotError> {
+    let target = std::fs::read_link(path).map_err(io_error(path))?;
+    let target = target
+        .into_os_string()
+        .into_string()
+        .map_err(|_| SnapshotError::NotUtf8 {
+            path: path.to_path_buf(),
+        })?;
+    if target.contains(['\t', '\n']) || target.is_empty() {
+        return Err(SnapshotError::UnsupportedName {
+            path: path.to_path_buf(),
+            what: "symlink target",
+        });
+    }
+    Ok(target)
+}
+
+/// The cache key (and change-detection stamp) of a file's metadata.
+#[cfg(unix)]
+fn cache_key(meta: &std::fs::Metadata) -> CacheKey {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
+    CacheKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+    }
+}
+
+/// Without inodes and ctime, the stamp is size and mtime; the cache is then weaker.
+#[cfg(not(unix))]
+fn cache_key(meta: &std::fs::Metadata) -> CacheKey {
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    CacheKey {
+        dev: 0,
+        ino: 0,
+        size: meta.len(),
+        mtime_ns,
+        ctime_ns: mtime_ns,
+    }
+}
+
+/// Whether a file stamped `key` at `now` may go into the cache (see [`crate::hash_cache`]).
+fn cacheable(key: &CacheKey, now: SystemTime, racy_window: Duration) -> bool {
+    let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+        return false;
+    };
+    let Ok(limit) = i64::try_from(since_epoch.saturating_sub(racy_window).as_nanos()) else {
+        return false;
+    };
+    key.mtime_ns < limit && key.ctime_ns < limit
+}
+
+/// Hashes one regular file and checks that its stamp did not move.
+fn hash_regular(path: &Path, before: &CacheKey, follow: bool) -> Result<[u8; 32], SnapshotError> {
+    let mut hasher = blake3::Hasher::new();
+    if before.size >= LARGE_FILE {
+        hasher.update_mmap_rayon(path).map_err(io_error(path))?;
+    } else {
+        let file = std::fs::File::open(path).map_err(io_error(path))?;
+        // One byte more than expected, so that a file that grew is noticed here too.
+        hasher
+            .update_reader(file.take(before.size.saturating_add(1)))
+            .map_err(io_error(path))?;
+    }
+    let after = if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+    .map_err(io_error(path))?;
+    if cache_key(&after) != *before || hasher.count() != before.size {
+        return Err(SnapshotError::ChangedWhileHashing {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Looks items up in the cache, hashes the rest, stores new digests and assembles the snapshot.
+fn build(
+    root: PathBuf,
+    items: Vec<Item>,
+    options: &SnapshotOptions,
+    now: SystemTime,
+    racy_window: Duration,
+    started: Instant,
+    progress: Option<Progress>,
+) -> Result<DataSnapshot, SnapshotError> {
+    let mut warned = false;
+    let mut warn = |error: &dyn fmt::Display| {
+        if !warned {
+            warned = true;
+            let message =
+                format!("trainprov: warning: hash cache unusable, hashing without it: {error}");
+            match &progress {
+                Some(p) => p.bar.suspend(|| eprintln!("{message}")),
+                None => eprintln!("{message}"),
+            }
+        }
+    };
+    let mut cache = match &options.cache {
+        Some(path) => HashCache::open(path).map_err(|e| warn(&e)).ok(),
+        None => None,
+    };
+
+    // Digests known from the cache, by item index.
+    let mut digests: Vec<Option<[u8; 32]>> = vec![None; items.len()];
+    if let (Some(c), false) = (&cache, options.rehash) {
+        let (indices, keys): (Vec<usize>, Vec<CacheKey>) = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item.kind {
+                ItemKind::File { key, .. } => Some((i, key)),
+                ItemKind::Link { .. } => None,
+            })
+            .unzip();
+        match c.lookup_many(&keys) {
+            Ok(found) => {
+                for (index, digest) in indices.into_iter().zip(found) {
+                    digests[index] = digest;
+                }
+            }
+            Err(e) => {
+                warn(&e);
+                cache = None;
+            }
+        }
+    }
+    let from_cache = digests.iter().filter(|d| d.is_some()).count();
+
+    // What to hash: large files one at a time with every thread, then the rest in parallel.
+    let pending: Vec<(usize, &Path, CacheKey, bool)> = items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| digests[*i].is_none())
+        .filter_map(|(i, item)| match item.kind {
+            ItemKind::File { key, follow } => Some((i, item.path.as_path(), key, follow)),
+            ItemKind::Link { .. } => None,
+        })
+        .collect();
+    if let Some(p) = &progress {
+        p.hashing(pending.iter().map(|(_, _, key, _)| key.size).sum());
+    }
+    let (large, small): (Vec<_>, Vec<_>) = pending
+        .into_iter()
+        .partition(|(_, _, key, _)| key.size >= LARGE_FILE);
+    let mut fresh: Vec<(usize, Result<[u8; 32], SnapshotError>)> = Vec::new();
+    for (index, path, key, follow) in large {
+        let result = hash_regular(path, &key, follow);
+        if let Some(p) = &progress {
+            p.bar.inc(key.size);
+        }
+        let failed = result.is_err();
+        fresh.push((index, result));
+        if failed {
+            break;
+        }
+    }
+    if fresh.iter().all(|(_, r)| r.is_ok()) {
+        fresh.par_extend(small.into_par_iter().map(|(index, path, key, follow)| {
+            let result = hash_regular(path, &key, follow);
+            if let Some(p) = &progress {
+                p.bar.inc(key.size);
+            }
+            (index, result)
+        }));
+    }
+    // Report the first failure in path order, whatever order the threads finished in.
+    fresh.sort_unstable_by_key(|(index, _)| *index);
+    let mut newly_hashed: Vec<usize> = Vec::with_capacity(fresh.len());
+    for (index, result) in fresh {
+        digests[index] = Some(result?);
+        newly_hashed.push(index);
+    }
+
+    if let Some(c) = cache.as_mut() {
+        let rows = newly_hashed
+            .iter()
+            .filter_map(|&i| match (&items[i].kind, &digests[i]) {
+                (ItemKind::File { key, .. }, Some(digest)) if cacheable(key, now, racy_window) => {
+                    Some((key, items[i].rel.as_str(), digest))
+                }
+                _ => None,
+            });
+        if let Err(e) = c.insert_many(rows) {
+            warn(&e);
+        }
+    }
+
+    let entries: Vec<SnapshotEntry> = items
+        .into_iter()
+        .zip(digests)
+        .map(|(item, digest)| match item.kind {
+            ItemKind::File { key, .. } => SnapshotEntry {
+                path: item.rel,
+                size: key.size,
+                blake3: hex::encode(digest.unwrap_or_default()),
+                kind: EntryKind::File,
+            },
+            ItemKind::Link { target } => SnapshotEntry {
+                path: item.rel,
+                size: target.len() as u64,
+                blake3: blake3::hash(target.as_bytes()).to_hex().to_string(),
+                kind: EntryKind::Symlink { target },
+            },
+        })
+        .collect();
+    drop(progress);
+    let files = entries.len();
+    let stats = SnapshotStats {
+        files,
+        bytes: file_bytes(&entries),
+        hashed: files - from_cache,
+        from_cache,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(DataSnapshot {
+        root,
+        entries,
+        stats,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+/// A progress bar that stays hidden for the first second, then draws on stderr (indicatif
+/// draws nothing when stderr is not a terminal). Cleared when dropped.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    done: Option<mpsc::Sender<()>>,
+    reveal: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(enabled: bool) -> Option<Progress> {
+        if !enabled {
+            return None;
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} snapshot: found {pos} files")
+                .expect("static progress template"),
+        );
+        let (done, wait) = mpsc::channel::<()>();
+        let shown = bar.clone();
+        let reveal = std::thread::Builder::new()
+            .name("snapshot-progress".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) =
+                    wait.recv_timeout(Duration::from_secs(1))
+                {
+                    shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    shown.enable_steady_tick(Duration::from_millis(100));
+                }
+            })
+            .ok();
+        Some(Progress {
+            bar,
+            done: Some(done),
+            reveal,
+        })
+    }
+
+    /// Switches from counting files to counting the bytes to hash.
+    fn hashing(&self, bytes: u64) {
+        self.bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "snapshot: hashing [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("static progress template")
+            .progress_chars("=> "),
+        );
+        self.bar.set_length(bytes);
+        self.bar.set_position(0);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(reveal) = self.reveal.take() {
+            let _ = reveal.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// Creates `files` (relative path, content) under a new temporary directory, in order.
+    fn tree(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, content) in files {
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(&path, content).expect("write");
+        }
+        dir
+    }
+
+    fn no_cache() -> SnapshotOptions {
+        SnapshotOptions::default()
+    }
+
+    fn with_cache(path: &Path) -> SnapshotOptions {
+        SnapshotOptions {
+            cache: Some(path.to_path_buf()),
+            ..SnapshotOptions::default()
+        }
+    }
+
+    const FILES: &[(&str, &[u8])] = &[
+        ("b.bin", b"bee"),
+        ("a/x.txt", b"hello\n"),
+        ("a.txt", b""),
+        ("a/deeper/y", b"why"),
+    ];
+
+    #[test]
+    fn digest_is_independent_of_creation_order() {
+        let forward = tree(FILES);
+        let mut reversed_files = FILES.to_vec();
+        reversed_files.reverse();
+        let reversed = tree(&reversed_files);
+        let one = snapshot(forward.path(), &no_cache()).expect("snapshot");
+        let two = snapshot(reversed.path(), &no_cache()).expect("snapshot");
+        assert_eq!(one.digest(), two.digest());
+        assert_eq!(one.entries, two.entries);
+        let paths: Vec<&str> = one.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["a.txt", "a/deeper/y", "a/x.txt", "b.bin"],
+            "memcmp order"
+        );
+        assert_eq!(one.stats.files, 4);
+        assert_eq!(one.stats.bytes, 12);
+        assert_eq!((one.stats.hashed, one.stats.from_cache), (4, 0));
+    }
+
+    #[test]
+    fn empty_directories_leave_no_trace() {
+        let one = tree(FILES);
+        let two = tree(FILES);
+        fs::create_dir_all(two.path().join("empty/nested")).expect("mkdir");
+        assert_eq!(
+            snapshot(one.path(), &no_cache()).expect("a").digest(),
+            snapshot(two.path(), &no_cache()).expect("b").digest()
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        let snap = snapshot(empty.path(), &no_cache()).expect("empty");
+        assert_eq!(snap.manifest_bytes(), b"trainprov-snapshot v1\n");
+    }
+
+    /// The manifest of a fixed tree, byte for byte. Independent checks of the digests:
+    /// `printf 'hello\n' | b3sum` gives the file line's digest, and `b3sum`/`sha256sum` of the
+    /// manifest text below give the snapshot digests.
+    #[cfg(unix)]
+    #[test]
+    fn known_answer() {
+        let dir = tree(&[("data/a.txt", b"hello\n")]);
+        std::os::unix::fs::symlink("data/a.txt", dir.path().join("latest")).expect("symlink");
+        let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
+        let expected = format!(
+            "trainprov-snapshot v1\nf\t6\t{}\tdata/a.txt\nl\t10\t{}\tlatest\tdata/a.txt\n",
+            KNOWN_HELLO, KNOWN_LINK
+        );
+        assert_eq!(
+            String::from_utf8(snap.manifest_bytes()).expect("utf8"),
+            expected
+        );
+        assert_eq!(snap.digest(), KNOWN_DIGEST);
+        assert_eq!(snap.manifest_sha256(), KNOWN_SHA256);
+        let set = snap.digest_set();
+        assert_eq!(set.get("blake3").map(String::as_str), Some(KNOWN_DIGEST));
+        assert_eq!(set.get("sha256").map(String::as_str), Some(KNOWN_SHA256));
+    }
+
+    // `printf 'hello\n' | b3sum`, `printf 'data/a.txt' | b3sum`, and b3sum / sha256sum of the
+    // manifest in `known_answer`.
+    const KNOWN_HELLO: &str = "8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99";
+    const KNOWN_LINK: &str = "0632bacd163300b109295661e1282e945abc5343b879be67f630d13707095fe2";
+    const KNOWN_DIGEST: &str = "778de0a77a81ffd2f80af61cf67b7b60f028a5529631b5c1927a845ad0065611";
+    const KNOWN_SHA256: &str = "b2a77a97df48cbbbfb0e2abeb6da1d5936ab716630777d026673383b7c9a8ef3";
+
+    #[cfg(unix)]
+    #[test]
+    fn manifest_round_trips() {
+        let dir = tree(FILES);
+        std::os::unix::fs::symlink("../outside/anywhere", dir.path().join("a/link"))
+            .expect("symlink");
+        let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
+        let bytes = snap.manifest_bytes();
+        let parsed =
+            DataSnapshot::from_manifest_bytes(dir.path().to_path_buf(), &bytes).expect("parse");
+        assert_eq!(parsed.entries, snap.entries);
+        assert_eq!(parsed.digest(), snap.digest());
+        assert_eq!(parsed.stats.files, 5);
+        assert_eq!(parsed.stats.hashed, 0);
+    }
+
+    #[test]
+    fn manifest_parser_is_strict() {
+        let h = "trainprov-snapshot v1\n";
+        let d = blake3::hash(b"x").to_hex().to_string();
+        let t = blake3::hash(b"t").to_hex().to_string();
+        let cases: Vec<(String, usize, &str)> = vec![
+            (String::new(), 1, "missing the final newline"),
+            ("trainprov-snapshot v2\n".into(), 1, "header"),
+            (format!("{h}f\t1\t{d}\tx"), 2, "final newline"),
+            (format!("{h}f\t01\t{d}\tx\n"), 2, "canonical decimal"),
+            (format!("{h}f\t+1\t{d}\tx\n"), 2, "canonical decimal"),
+            (
+                format!("{h}f\t1\t{}\tx\n", d.to_uppercase()),
+                2,
+                "lowercase hex",
+            ),
+            (format!("{h}f\t1\t{d}\t/x\n"), 2, "component"),
+            (format!("{h}f\t1\t{d}\ta//x\n"), 2, "component"),
+            (format!("{h}f\t1\t{d}\t../x\n"), 2, "component"),
+            (format!("{h}f\t1\t{d}\t\n"), 2, "is empty"),
+            (format!("{h}d\t1\t{d}\tx\n"), 2, "unknown entry kind"),
+            (format!("{h}f\t1\t{d}\tx\textra\n"), 2, "fields"),
+            (format!("{h}l\t1\t{d}\tx\tt\n"), 2, "does not match"),
+            (format!("{h}l\t1\t{t}\tx\t\n"), 2, "empty symlink target"),
+            (
+                format!("{h}f\t1\t{d}\tb\nf\t1\t{d}\ta\n"),
+                3,
+                "out of order",
+            ),
+            (
+                format!("{h}f\t1\t{d}\ta\nf\t1\t{d}\ta\n"),
+                3,
+                "out of order",
+            ),
+            (
+                format!("{h}f\t1\t{d}\ta\nf\t1\t{d}\ta/b\n"),
+                2,
+                "also as a directory",
+            ),
+            (format!("{h}\n"), 2, "empty line"),
+        ];
+        for (text, line, needle) in cases {
+            let err = DataSnapshot::from_manifest_bytes(PathBuf::new(), text.as_bytes())
+                .expect_err(&format!("{text:?} must be refused"));
+            let SnapshotError::Manifest { line: got, reason } = &err else {
+                panic!("{text:?}: {err}");
+            };
+            assert_eq!(*got, line, "{text:?}: {err}");
+            assert!(
+                reason.contains(needle) || err.to_string().contains(needle),
+                "{text:?}: {err}"
+            );
+        }
+        // A carriage return or space is an ordinary byte of a name.
+        let good =
+            format!("{h}f\t1\t{d}\ta.txt\nf\t1\t{d}\ta/b\nf\t1\t{d}\tx \r\nl\t1\t{t}\tz\tt\n");
+        let parsed =
+            DataSnapshot::from_manifest_bytes(PathBuf::new(), good.as_bytes()).expect("good");
+        assert_eq!(parsed.entries.len(), 4);
+        let err = DataSnapshot::from_manifest_bytes(
+            PathBuf::new(),
+            b"trainprov-snapshot v1\nf\t1\t\xff\n",
+        )
+        .expect_err("not utf8");
+        assert_eq!(
+            err,
+            SnapshotError::Manifest {
+                line: 2,
+                reason: "not valid UTF-8".into()
+            }
+        );
+    }
+
+    #[test]
+    fn diff_names_added_removed_changed() {
+        let old = tree(&[
+            ("same", b"1"),
+            ("gone", b"2"),
+            ("edit", b"3"),
+            ("grow", b"4"),
+        ]);
+        let new = tree(&[
+            ("same", b"1"),
+            ("edit", b"X"),
+            ("grow", b"44"),
+            ("new", b"5"),
+        ]);
+        let a = snapshot(old.path(), &no_cache()).expect("old");
+        let b = snapshot(new.path(), &no_cache()).expect("new");
+        let diff = a.diff(&b);
+        assert_eq!(diff.added, ["new"]);
+        assert_eq!(diff.removed, ["gone"]);
+        assert_eq!(diff.changed, ["edit", "grow"]);
+        assert!(!diff.is_empty());
+        assert_eq!(
+            diff.to_string(),
+            "added: new; removed: gone; changed: edit, grow"
+        );
+        assert!(a.diff(&a).is_empty());
+        assert_eq!(a.diff(&a).to_string(), "no changes");
+        let json = serde_json::to_value(&diff).expect("json");
+        assert_eq!(json["changed"][1], "grow");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_recorded_not_followed() {
+        let outside = tree(&[("secret.bin", b"outside bytes")]);
+        let dir = tree(&[("real.txt", b"inside")]);
+        let target = outside.path().join("secret.bin");
+        let target_text = target.to_str().expect("utf8").to_string();
+        std::os::unix::fs::symlink(&target, dir.path().join("out-link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("dir-link")).expect("symlink");
+        std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).expect("symlink");
+        let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
+        let paths: Vec<&str> = snap.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["dangling", "dir-link", "out-link", "real.txt"],
+            "nothing below dir-link"
+        );
+        let link = &snap.entries[2];
+        assert_eq!(
+            link.kind,
+            EntryKind::Symlink {
+                target: target_text.clone()
+            }
+        );
+        assert_eq!(link.size, target_text.len() as u64);
+        assert_eq!(
+            link.blake3,
+            blake3::hash(target_text.as_bytes()).to_hex().to_string()
+        );
+        assert_ne!(
+            link.blake3,
+            blake3::hash(b"outside bytes").to_hex().to_string()
+        );
+        // Changing the file behind the link does not change the snapshot.
+        fs::write(&target, b"changed outside").expect("write");
+        assert_eq!(
+            snapshot(dir.path(), &no_cache()).expect("again").digest(),
+            snap.digest()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn root_may_be_a_symlink_to_a_directory() {
+        let dir = tree(FILES);
+        let holder = tempfile::tempdir().expect("tempdir");
+        let link = holder.path().join("data");
+        std::os::unix::fs::symlink(dir.path(), &link).expect("symlink");
+        assert_eq!(
+            snapshot(&link, &no_cache()).expect("via link").digest(),
+            snapshot(dir.path(), &no_cache()).expect("direct").digest()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifo_is_refused() {
+        let dir = tree(FILES);
+        let fifo = dir.path().join("a/pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo");
+        let err = snapshot(dir.path(), &no_cache()).expect_err("fifo");
+        assert_eq!(err, SnapshotError::SpecialFile { path: fifo.clone() });
+        assert!(err.to_string().contains("a/pipe: special file"), "{err}");
+        assert_eq!(
+            snapshot_file(&fifo, &no_cache()).expect_err("fifo as file"),
+            SnapshotError::SpecialFile { path: fifo }
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unsupported_names_are_refused() {
+        let dir = tree(&[("tab\there", b"x")]);
+        let err = snapshot(dir.path(), &no_cache()).expect_err("tab");
+        assert!(
+            matches!(err, SnapshotError::UnsupportedName { what: "name", .. }),
+            "{err}"
+        );
+        let dir = tree(&[("ok", b"x")]);
+        std::os::unix::fs::symlink("line\nbreak", dir.path().join("link")).expect("symlink");
+        let err = snapshot(dir.path(), &no_cache()).expect_err("newline target");
+        assert!(
+            matches!(
+                err,
+                SnapshotError::UnsupportedName {
+                    what: "symlink target",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tree(&[]);
+        let bad = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+        fs::write(&bad, b"x").expect("write");
+        assert_eq!(
+            snapshot(dir.path(), &no_cache()).expect_err("not utf8"),
+            SnapshotError::NotUtf8 { path: bad }
+        );
+    }
+
+    #[test]
+    fn missing_root_and_wrong_kinds() {
+        let dir = tree(FILES);
+        let missing = dir.path().join("missing");
+        let err = snapshot(&missing, &no_cache()).expect_err("missing");
+        assert!(
+            matches!(&err, SnapshotError::Io { path, .. } if *path == missing),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", missing.display())),
+            "{err}"
+        );
+        let file = dir.path().join("b.bin");
+        assert_eq!(
+            snapshot(&file, &no_cache()).expect_err("file"),
+            SnapshotError::NotADirectory { path: file.clone() }
+        );
+        assert_eq!(
+            snapshot_file(dir.path(), &no_cache()).expect_err("dir"),
+            SnapshotError::NotAFile {
+                path: dir.path().to_path_buf()
+            }
+        );
+    }
+
+    #[test]
+    fn single_file_snapshot() {
+        let dir = tree(FILES);
+        let file = dir.path().join("a/x.txt");
+        let snap = snapshot_file(&file, &no_cache()).expect("file");
+        assert_eq!(snap.root, dir.path().join("a"));
+        assert_eq!(snap.entries.len(), 1);
+        assert_eq!(snap.entries[0].path, "x.txt");
+        assert_eq!(
+            snap.entries[0].blake3,
+            blake3::hash(b"hello\n").to_hex().to_string()
+        );
+        assert_eq!(snap.root.join(&snap.entries[0].path), file);
+        // A file in a directory of its own gives the same digest as that directory.
+        let alone = tree(&[("x.txt", b"hello\n")]);
+        assert_eq!(
+            snap.digest(),
+            snapshot(alone.path(), &no_cache()).expect("dir").digest()
+        );
+    }
+
+    #[test]
+    fn change_while_hashing_is_detected() {
+        let dir = tree(&[("f.bin", b"0123456789")]);
+        let path = dir.path().join("f.bin");
+        let before = cache_key(&fs::metadata(&path).expect("stat"));
+        assert!(hash_regular(&path, &before, false).is_ok());
+        // Same size, new mtime: what a writer between the walk's stat and the read leaves.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .expect("set mtime");
+        assert_eq!(
+            hash_regular(&path, &before, false),
+            Err(SnapshotError::ChangedWhileHashing { path: path.clone() })
+        );
+        // Grown: the size moves and more bytes than expected are read.
+        let before = cache_key(&fs::metadata(&path).expect("stat"));
+        fs::write(&path, b"0123456789 and more").expect("append");
+        assert_eq!(
+            hash_regular(&path, &before, false),
+            Err(SnapshotError::ChangedWhileHashing { path: path.clone() })
+        );
+        // A large file goes through the mmap path and is checked the same way.
+        let big = dir.path().join("big.bin");
+        fs::write(&big, vec![7u8; LARGE_FILE as usize]).expect("write");
+        let before = cache_key(&fs::metadata(&big).expect("stat"));
+        assert_eq!(
+            hash_regular(&big, &before, false).map(hex::encode),
+            Ok(blake3::hash(&vec![7u8; LARGE_FILE as usize])
+                .to_hex()
+                .to_string())
+        );
+        let file = fs::OpenOptions::new().write(true).open(&big).expect("open");
+        file.set_len(LARGE_FILE + 1).expect("grow");
+        assert_eq!(
+            hash_regular(&big, &before, false),
+            Err(SnapshotError::ChangedWhileHashing { path: big })
+        );
+    }
+
+    #[test]
+    fn cache_hits_after_unchanged_resnapshot_and_misses_after_a_change() {
+        let dir = tree(FILES);
+        let state = tempfile::tempdir().expect("tempdir");
+        let options = with_cache(&state.path().join("reg/hash-cache.sqlite"));
+        let first = snapshot_with(dir.path(), &options, Duration::ZERO).expect("first");
+        assert_eq!((first.stats.hashed, first.stats.from_cache), (4, 0));
+        let second = snapshot_with(dir.path(), &options, Duration::ZERO).expect("second");
+        assert_eq!(second.stats.from_cache, second.stats.files, "all from stat");
+        assert_eq!(second.digest(), first.digest());
+
+        // Touch one file (new size, so that no coarse clock can hide the change).
+        fs::write(dir.path().join("a/x.txt"), b"hello again\n").expect("write");
+        let third = snapshot_with(dir.path(), &options, Duration::ZERO).expect("third");
+        assert_eq!((third.stats.hashed, third.stats.from_cache), (1, 3));
+        assert_eq!(first.diff(&third).changed, ["a/x.txt"]);
+        let fresh = snapshot(dir.path(), &no_cache()).expect("uncached");
+        assert_eq!(
+            third.digest(),
+            fresh.digest(),
+            "cached digests are the real ones"
+        );
+
+        // --rehash reads everything and agrees.
+        let rehash = SnapshotOptions {
+            rehash: true,
+            ..options.clone()
+        };
+        let fourth = snapshot_with(dir.path(), &rehash, Duration::ZERO).expect("rehash");
+        assert_eq!((fourth.stats.hashed, fourth.stats.from_cache), (4, 0));
+        assert_eq!(fourth.digest(), fresh.digest());
+    }
+
+    #[test]
+    fn recently_modified_files_are_not_cached() {
+        let dir = tree(FILES);
+        let state = tempfile::tempdir().expect("tempdir");
+        let options = with_cache(&state.path().join("hash-cache.sqlite"));
+        snapshot(dir.path(), &options).expect("first");
+        let second = snapshot(dir.path(), &options).expect("second");
+        assert_eq!(
+            second.stats.from_cache, 0,
+            "files written just now are racy"
+        );
+        assert!(cacheable(
+            &CacheKey {
+                dev: 1,
+                ino: 1,
+                size: 1,
+                mtime_ns: 0,
+                ctime_ns: 0
+            },
+            SystemTime::now(),
+            RACY_WINDOW
+        ));
+    }
+
+    #[test]
+    fn corrupt_cache_is_survived() {
+        let dir = tree(FILES);
+        let state = tempfile::tempdir().expect("tempdir");
+        let cache = state.path().join("hash-cache.sqlite");
+        fs::write(&cache, vec![0xa5u8; 16384]).expect("garbage");
+        let options = with_cache(&cache);
+        let snap = snapshot_with(dir.path(), &options, Duration::ZERO).expect("snapshot anyway");
+        assert_eq!(snap.stats.hashed, 4);
+        assert_eq!(
+            snap.digest(),
+            snapshot(dir.path(), &no_cache()).expect("plain").digest()
+        );
+        assert_eq!(
+            fs::read(&cache).expect("read"),
+            vec![0xa5u8; 16384],
+            "left alone"
+        );
+    }
+
+    #[test]
+    fn cache_inside_the_root_is_left_out() {
+        let dir = tree(FILES);
+        let options = with_cache(&dir.path().join(".trainprov/hash-cache.sqlite"));
+        let first = snapshot_with(dir.path(), &options, Duration::ZERO).expect("first");
+        let second = snapshot_with(dir.path(), &options, Duration::ZERO).expect("second");
+        assert_eq!(first.stats.files, 4);
+        assert_eq!(second.digest(), first.digest());
+        let without = tree(FILES);
+        assert_eq!(
+            second.digest(),
+            snapshot(without.path(), &no_cache())
+                .expect("plain")
+                .digest()
+        );
+        assert_eq!(second.stats.from_cache, 4);
+    }
+
+    #[test]
+    fn progress_bar_is_quiet_and_harmless() {
+        let dir = tree(FILES);
+        let options = SnapshotOptions {
+            progress: true,
+            ..SnapshotOptions::default()
+        };
+        let snap = snapshot(dir.path(), &options).expect("snapshot");
+        assert_eq!(snap.stats.files, 4);
+    }
+}

@@ -100,7 +100,7 @@ pub fn run(args: &AttestArgs) -> Result<Report, CliError> {
         keyids.join(", ")
     );
     let json = json!({"status": "ok", "attestation": out, "subjects": statement.subject, "keyids": keyids});
-    Ok(Report { human, json })
+    Ok(Report::ok(human, json))
 }
 
 fn default_out(first: &Path) -> PathBuf {

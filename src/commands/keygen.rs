@@ -32,5 +32,5 @@ pub fn run(args: &KeygenArgs) -> Result<Report, CliError> {
         "private_key": paths.private,
         "public_key": paths.public,
     });
-    Ok(Report { human, json })
+    Ok(Report::ok(human, json))
 }

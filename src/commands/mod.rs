@@ -2,6 +2,8 @@
 
 pub mod attest;
 pub mod keygen;
+pub mod registry;
+pub mod run;
 pub mod sign_model;
 pub mod snapshot;
 pub mod verify;

@@ -73,7 +73,7 @@ pub fn run(args: &SignModelArgs) -> Result<Report, CliError> {
         "ignore_paths": manifest.ignore_paths,
         "seconds": elapsed,
     });
-    Ok(Report { human, json })
+    Ok(Report::ok(human, json))
 }
 
 /// The walk options for a model directory: the signature file and `--ignore` paths left out.

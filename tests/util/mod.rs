@@ -68,13 +68,44 @@ impl Workspace {
 
     /// Runs trainprov with `args` in the workspace directory.
     pub fn run(&self, args: &[&str]) -> Run {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_trainprov"))
+        Run::from(self.command(args).output().expect("run trainprov"))
+    }
+
+    /// Runs trainprov with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        Run::from(command.output().expect("run trainprov"))
+    }
+
+    /// A trainprov command in the workspace directory, not yet started. `TRAINPROV_REGISTRY`
+    /// is cleared so tests never touch a registry outside their temp dir.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_trainprov"));
+        command
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("RUST_BACKTRACE")
-            .output()
-            .expect("run trainprov");
-        Run::from(output)
+            .env_remove("TRAINPROV_REGISTRY");
+        command
+    }
+
+    /// Runs `git` in `rel` (relative to the workspace) and asserts success.
+    pub fn git(&self, rel: &str, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(self.path(rel))
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?} in {rel}");
     }
 
     pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {

@@ -1,0 +1,289 @@
+//! A run's record and its SLSA Provenance v1 Statement.
+//!
+//! [`RunRecord`] holds everything captured about one run; [`RunRecord::to_statement`] lays it out
+//! as `shared/DESIGN.md` specifies:
+//!
+//! | Statement field | content |
+//! |---|---|
+//! | `subject` | every product file under `--out` (not the attestation or `model.sig`), `sha256` + `blake3` |
+//! | `buildDefinition.buildType` | [`RUN_BUILD_TYPE`] for wrapped commands |
+//! | `externalParameters` | `argv` (redacted), `cwd`, `out`, `params`, `configs` (inline text when small), input names by role |
+//! | `internalParameters` | thread and determinism variables, ISA level, device |
+//! | `resolvedDependencies` | code (`gitCommit` + remote), the uncommitted patch, each `--data`/`--base`/`--adapter` snapshot (BLAKE3 snapshot digest + SHA-256 of its manifest), configs, lock files |
+//! | `runDetails.builder` | [`BUILDER_ID`] and versions |
+//! | `runDetails.metadata` | run id, start and end times (RFC 3339 UTC) |
+//! | `runDetails.byproducts` | stdout/stderr logs, environment record, `pip freeze`, `run-result.json` (exit code, wall time, peak RSS) |
+//!
+//! Every stored part carries an `object` annotation: its BLAKE3 digest in the registry's object
+//! store, from which `retrain` restores it.
+
+use std::collections::BTreeMap;
+
+use attest::slsa::{BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PROVENANCE_V1};
+use attest::statement::{DigestSet, ResourceDescriptor, Statement};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::git::CodeState;
+
+/// buildType of wrapped runs (`trainprov run -- CMD`).
+pub const RUN_BUILD_TYPE: &str = "https://trainprov.dev/buildtypes/run/v1";
+/// builder.id of trainprov.
+pub const BUILDER_ID: &str = "https://trainprov.dev/builder/trainprov";
+/// File name of the attestation inside `--out`.
+pub const ATTESTATION_FILE: &str = "provenance.intoto.json";
+/// Inline configs up to this size in `externalParameters`.
+pub const MAX_INLINE_CONFIG: usize = 64 * 1024;
+
+/// What kind of input a snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputRole {
+    /// `--data`: a dataset.
+    Data,
+    /// `--base`: a base model.
+    Base,
+    /// `--adapter`: an adapter trained earlier.
+    Adapter,
+}
+
+impl InputRole {
+    /// The flag / role name (`data`, `base`, `adapter`).
+    pub fn name(self) -> &'static str {
+        match self {
+            InputRole::Data => "data",
+            InputRole::Base => "base",
+            InputRole::Adapter => "adapter",
+        }
+    }
+
+    /// The registry artifact kind (`dataset`, `model`, `adapter`).
+    pub fn artifact_kind(self) -> &'static str {
+        match self {
+            InputRole::Data => "dataset",
+            InputRole::Base => "model",
+            InputRole::Adapter => "adapter",
+        }
+    }
+}
+
+/// A snapshotted input directory or file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedInput {
+    /// Role.
+    pub role: InputRole,
+    /// The path as the user gave it.
+    pub given: String,
+    /// Absolute path.
+    pub path: String,
+    /// `blake3` = snapshot digest, `sha256` = SHA-256 of the canonical manifest.
+    pub digest: DigestSet,
+    /// Object store digest of the manifest.
+    pub manifest_object: String,
+    /// Files in the snapshot.
+    pub files: usize,
+    /// Bytes in the snapshot.
+    pub bytes: u64,
+}
+
+/// A single recorded file: config, lock file, product, log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedFile {
+    /// Name in the record (relative path for products, the path as given for configs).
+    pub name: String,
+    /// `sha256` + `blake3`.
+    pub digest: DigestSet,
+    /// Size in bytes.
+    pub size: u64,
+    /// Object store digest, when a copy is stored.
+    pub object: Option<String>,
+    /// Media type, when known.
+    pub media_type: Option<String>,
+    /// UTF-8 content to inline (small configs only).
+    #[serde(skip)]
+    pub inline_text: Option<String>,
+}
+
+/// The code part of a record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CodeRecord {
+    /// Repository state.
+    pub state: CodeState,
+    /// The uncommitted patch, stored, when dirty.
+    pub patch: Option<RecordedFile>,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunResult {
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it.
+    pub signal: Option<i32>,
+    /// Wall time in seconds.
+    pub wall_seconds: f64,
+    /// Peak RSS of the child tree.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Everything captured about one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// Run id (also the invocationId).
+    pub id: String,
+    /// buildType URI.
+    pub build_type: String,
+    /// Command line, redacted.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Output directory as given.
+    pub out: String,
+    /// `--param K=V` values.
+    pub params: BTreeMap<String, String>,
+    /// `--config` files.
+    pub configs: Vec<RecordedFile>,
+    /// Lock files found beside the code.
+    pub lock_files: Vec<RecordedFile>,
+    /// Code state.
+    pub code: Option<CodeRecord>,
+    /// Snapshotted inputs.
+    pub inputs: Vec<RecordedInput>,
+    /// Platform-chosen settings (threads, ISA level, device).
+    pub internal: Value,
+    /// Start time, RFC 3339 UTC.
+    pub started_on: String,
+    /// End time, RFC 3339 UTC.
+    pub finished_on: String,
+    /// How the command ended.
+    pub result: RunResult,
+    /// Product files.
+    pub products: Vec<RecordedFile>,
+    /// Logs, environment record, pip freeze.
+    pub byproducts: Vec<RecordedFile>,
+    /// Component → version for `runDetails.builder.version`.
+    pub versions: BTreeMap<String, String>,
+}
+
+fn descriptor(file: &RecordedFile, prefix: &str) -> ResourceDescriptor {
+    let mut rd = ResourceDescriptor::named(format!("{prefix}{}", file.name), file.digest.clone());
+    rd.media_type = file.media_type.clone();
+    if let Some(object) = &file.object {
+        rd.annotations.insert("object".into(), json!(object));
+    }
+    rd.annotations.insert("size".into(), json!(file.size));
+    rd
+}
+
+impl RunRecord {
+    /// The in-toto Statement (SLSA Provenance v1) for this record.
+    pub fn to_statement(&self) -> Statement<Provenance> {
+        let subject = self.products.iter().map(|p| ResourceDescriptor::named(p.name.clone(), p.digest.clone())).collect();
+        let provenance = Provenance {
+            build_definition: BuildDefinition {
+                build_type: self.build_type.clone(),
+                external_parameters: self.external_parameters(),
+                internal_parameters: self.internal.clone(),
+                resolved_dependencies: self.resolved_dependencies(),
+            },
+            run_details: RunDetails {
+                builder: Builder { id: BUILDER_ID.into(), builder_dependencies: Vec::new(), version: self.versions.clone() },
+                metadata: Some(BuildMetadata {
+                    invocation_id: Some(self.id.clone()),
+                    started_on: Some(self.started_on.clone()),
+                    finished_on: Some(self.finished_on.clone()),
+                }),
+                byproducts: self.byproducts(),
+            },
+        };
+        Statement::new(subject, PROVENANCE_V1, provenance)
+    }
+
+    fn external_parameters(&self) -> Value {
+        let configs: BTreeMap<&str, Value> = self
+            .configs
+            .iter()
+            .map(|c| {
+                let value = match &c.inline_text {
+                    Some(text) => json!({"content": text, "digest": c.digest}),
+                    None => json!({"digest": c.digest}),
+                };
+                (c.name.as_str(), value)
+            })
+            .collect();
+        let mut inputs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for input in &self.inputs {
+            inputs.entry(input.role.name()).or_default().push(&input.given);
+        }
+        json!({
+            "argv": self.argv,
+            "cwd": self.cwd,
+            "out": self.out,
+            "params": self.params,
+            "configs": configs,
+            "inputs": inputs,
+        })
+    }
+
+    fn resolved_dependencies(&self) -> Vec<ResourceDescriptor> {
+        let mut deps = Vec::new();
+        if let Some(code) = &self.code {
+            deps.push(code_descriptor(&code.state));
+            if let Some(patch) = &code.patch {
+                deps.push(descriptor(patch, "code:"));
+            }
+        }
+        for input in &self.inputs {
+            let mut rd = ResourceDescriptor::named(format!("{}:{}", input.role.name(), input.given), input.digest.clone());
+            rd.uri = Some(format!("file://{}", input.path));
+            rd.annotations.insert("role".into(), json!(input.role.name()));
+            rd.annotations.insert("files".into(), json!(input.files));
+            rd.annotations.insert("bytes".into(), json!(input.bytes));
+            rd.annotations.insert("manifestObject".into(), json!(input.manifest_object));
+            deps.push(rd);
+        }
+        deps.extend(self.configs.iter().map(|c| descriptor(c, "config:")));
+        deps.extend(self.lock_files.iter().map(|l| descriptor(l, "lockfile:")));
+        deps
+    }
+
+    fn byproducts(&self) -> Vec<ResourceDescriptor> {
+        let mut out: Vec<ResourceDescriptor> = self.byproducts.iter().map(|b| descriptor(b, "")).collect();
+        let result = serde_json::to_vec(&self.result).unwrap_or_default();
+        let mut rd = ResourceDescriptor::named("run-result.json", attest::statement::digest_set_of(&result));
+        rd.content = Some(attest::dsse::encode_base64(&result));
+        rd.media_type = Some("application/json".into());
+        rd.annotations.insert("exitCode".into(), json!(self.result.exit_code));
+        rd.annotations.insert("wallSeconds".into(), json!(self.result.wall_seconds));
+        rd.annotations.insert("peakRssBytes".into(), json!(self.result.peak_rss_bytes));
+        out.push(rd);
+        out
+    }
+}
+
+fn code_descriptor(state: &CodeState) -> ResourceDescriptor {
+    let mut digest = DigestSet::new();
+    if let Some(commit) = &state.commit {
+        digest.insert("gitCommit".into(), commit.clone());
+    }
+    let mut rd = ResourceDescriptor::named("code", digest);
+    let remote = state.remotes.get("origin").or_else(|| state.remotes.values().next());
+    rd.uri = Some(match (remote, &state.commit) {
+        (Some(url), Some(commit)) => format!("git+{url}@{commit}"),
+        (Some(url), None) => format!("git+{url}"),
+        (None, _) => format!("git+file://{}", state.root.display()),
+    });
+    rd.annotations.insert("root".into(), json!(state.root));
+    rd.annotations.insert("branch".into(), json!(state.branch));
+    rd.annotations.insert("remotes".into(), json!(state.remotes));
+    rd.annotations.insert("dirty".into(), json!(state.dirty));
+    rd.annotations.insert("changedPaths".into(), json!(state.changed_paths));
+    if !state.skipped.is_empty() {
+        rd.annotations.insert("notInPatch".into(), json!(state.skipped));
+    }
+    if rd.digest.is_empty() {
+        // A repository without commits: only the patch identifies the code.
+        rd.content = Some(String::new());
+    }
+    rd
+}

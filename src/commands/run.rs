@@ -1,0 +1,165 @@
+//! `trainprov run -- CMD`: wrap a training command, record it, sign what it produced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use attest::keyfile::load_signing_key;
+use attest::keys::SigningKey;
+use attest::oms::{ModelSignature, SIGNATURE_FILE};
+use recorder::atomic::write_atomic;
+use recorder::file_digest::sha256_file;
+use recorder::model_tree::{hash_model_dir, TreeOptions};
+use recorder::paths::registry_dir;
+use recorder::record::{InputRole, ATTESTATION_FILE, RUN_BUILD_TYPE};
+use recorder::registry::Registry;
+use recorder::runner::{execute, finalize, mark_failed, prepare, Finished, RunError, RunSpec};
+use serde_json::json;
+
+use crate::cli::RunArgs;
+use crate::commands::shown;
+use crate::exit::{CliError, OrInput as _};
+use crate::Report;
+
+/// Records and runs the command; the report's exit code is the command's.
+pub fn run(args: &RunArgs) -> Result<Report, CliError> {
+    let keys = args.keys.iter().map(|k| load_signing_key(k)).collect::<Result<Vec<_>, _>>().or_input()?;
+    let params = parse_params(&args.params)?;
+    check_inputs(args)?;
+    let cwd = std::env::current_dir().or_input()?;
+    let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
+    let spec = RunSpec {
+        argv: args.command.clone(),
+        out: args.out.clone(),
+        inputs: inputs_of(args),
+        configs: args.configs.clone(),
+        params,
+        rehash: args.rehash,
+        progress: !args.global.json,
+        build_type: RUN_BUILD_TYPE.into(),
+        kind: "run".into(),
+        versions: versions(),
+    };
+    let prepared = prepare(&spec, &mut registry).or_input()?;
+    let id = prepared.id().to_string();
+    eprintln!("trainprov: run {id} recording into {}", shown(registry.dir()));
+    let finished = match execute(prepared, &registry) {
+        Ok(f) => f,
+        Err(err) => {
+            let code = matches!(err, RunError::Process(_)).then_some(127);
+            let _ = mark_failed(&mut registry, &id, code);
+            return Err(CliError::input(anyhow!("{err} (run {id} recorded as failed)")));
+        }
+    };
+    let attestation = if finished.outcome.succeeded() { Some(sign_products(&finished, &keys)?) } else { None };
+    finalize(&mut registry, &finished, attestation.clone()).or_input()?;
+    Ok(report(&finished, &id, attestation.map(|(p, _)| p), registry.dir()))
+}
+
+fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut params = BTreeMap::new();
+    for item in raw {
+        let Some((key, value)) = item.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(CliError::input(anyhow!("--param '{item}': expected KEY=VALUE, e.g. --param lr=3e-4")));
+        };
+        let value = if recorder::redact::is_secret_name(key) { "***".to_string() } else { value.to_string() };
+        params.insert(key.trim().to_string(), value);
+    }
+    Ok(params)
+}
+
+fn check_inputs(args: &RunArgs) -> Result<(), CliError> {
+    for (flag, paths) in [("--data", &args.data), ("--base", &args.base), ("--adapter", &args.adapters), ("--config", &args.configs)] {
+        for path in paths {
+            if !path.exists() {
+                return Err(CliError::input(anyhow!("{}: no such file or directory (given to {flag})", shown(path))));
+            }
+        }
+    }
+    if args.out.exists() && !args.out.is_dir() {
+        return Err(CliError::input(anyhow!("{}: --out must be a directory", shown(&args.out))));
+    }
+    Ok(())
+}
+
+fn inputs_of(args: &RunArgs) -> Vec<(InputRole, PathBuf)> {
+    let mut inputs: Vec<(InputRole, PathBuf)> = args.data.iter().map(|p| (InputRole::Data, p.clone())).collect();
+    inputs.extend(args.base.iter().map(|p| (InputRole::Base, p.clone())));
+    inputs.extend(args.adapters.iter().map(|p| (InputRole::Adapter, p.clone())));
+    inputs
+}
+
+/// Versions recorded in `runDetails.builder.version`.
+pub fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("trainprov".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    v
+}
+
+/// Writes OUT/model.sig and OUT/provenance.intoto.json; returns the attestation path and SHA-256.
+fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, String), CliError> {
+    let out = &finished.out;
+    let statement = finished.record.to_statement();
+    statement.check_subject_digests().or_input()?;
+    if statement.subject.is_empty() {
+        eprintln!("trainprov: warning: {} is empty after the run; the attestation has no subjects", shown(out));
+    } else {
+        let options = TreeOptions {
+            ignore: vec![SIGNATURE_FILE.into(), ATTESTATION_FILE.into()],
+            ignore_git: false,
+            ..TreeOptions::default()
+        };
+        let manifest = hash_model_dir(out, &options).or_input()?;
+        let signature = ModelSignature::sign(&manifest, &keys[0]).or_input()?;
+        let path = out.join(SIGNATURE_FILE);
+        write_atomic(&path, &signature.to_json()).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
+    }
+    let payload = statement.to_json().or_input()?;
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    let mut bytes = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &refs).to_json();
+    bytes.push(b'\n');
+    let path = out.join(ATTESTATION_FILE);
+    write_atomic(&path, &bytes).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
+    let sha = sha256_file(&path).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
+    Ok((path, sha))
+}
+
+fn report(finished: &Finished, id: &str, attestation: Option<PathBuf>, registry: &Path) -> Report {
+    let outcome = &finished.outcome;
+    let code = outcome.pass_through_code();
+    let status = if outcome.succeeded() {
+        "succeeded"
+    } else if outcome.interrupted() {
+        "interrupted"
+    } else {
+        "failed"
+    };
+    let mut human = format!(
+        "run {id} {status} (exit {code}, {:.1}s, peak RSS {})\n",
+        finished.record.result.wall_seconds,
+        outcome.peak_rss_bytes.map(crate::commands::human_bytes).unwrap_or_else(|| "unknown".into())
+    );
+    match &attestation {
+        Some(path) => human.push_str(&format!(
+            "{} products signed: {} and {}\n",
+            finished.record.products.len(),
+            shown(path),
+            shown(&finished.out.join(SIGNATURE_FILE))
+        )),
+        None => human.push_str("no attestation written: the command did not succeed\n"),
+    }
+    human.push_str(&format!("recorded in {}\n", shown(registry)));
+    let json = json!({
+        "status": status,
+        "run_id": id,
+        "exit_code": code,
+        "attestation": attestation,
+        "products": finished.record.products,
+        "wall_seconds": finished.record.result.wall_seconds,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "registry": registry,
+    });
+    // The command's own output went to stdout; keep ours on stderr unless --json asked for it.
+    Report { human, json, exit: u8::try_from(code.clamp(0, 255)).unwrap_or(1) }
+}
