@@ -83,10 +83,12 @@ pub enum Command {
     /// When it exits 0, every file under --out is a product: OUT/model.sig (OpenSSF model
     /// signature) and OUT/provenance.intoto.json (DSSE, SLSA Provenance v1) are written. A
     /// failed or interrupted run is recorded in the registry without an attestation.
-    #[command(after_help = "Examples:\n  trainprov run --out out --key keys/signer.key --data data/ -- python train.py --epochs 3\n  \
+    #[command(
+        after_help = "Examples:\n  trainprov run --out out --key keys/signer.key --data data/ -- python train.py --epochs 3\n  \
         trainprov run --out out --key k.key --base models/llama --data d.jsonl --config train.yaml \\\n      \
         --param lr=3e-4 -- sh -c './finetune.sh'\n\n\
-        Exit code: the command's own (128+N if killed by signal N); 2 if trainprov could not record.")]
+        Exit code: the command's own (128+N if killed by signal N); 2 if trainprov could not record."
+    )]
     Run(RunArgs),
     /// Inspect the registry of recorded runs.
     Registry(RegistryArgs),

@@ -28,7 +28,11 @@ pub struct Report {
 impl Report {
     /// A successful report (exit 0).
     pub fn ok(human: String, json: serde_json::Value) -> Self {
-        Report { human, json, exit: 0 }
+        Report {
+            human,
+            json,
+            exit: 0,
+        }
     }
 }
 

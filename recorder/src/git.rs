@@ -71,22 +71,50 @@ pub fn capture_code(cwd: &Path, exclude: &[PathBuf]) -> Result<Option<CodeState>
     let repo = match Repository::discover(cwd) {
         Ok(repo) => repo,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-        Err(source) => return Err(GitError::Git { path: cwd.to_path_buf(), source }),
+        Err(source) => {
+            return Err(GitError::Git {
+                path: cwd.to_path_buf(),
+                source,
+            })
+        }
     };
-    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else { return Ok(None) };
-    let err = |source| GitError::Git { path: workdir.clone(), source };
+    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
+        return Ok(None);
+    };
+    let err = |source| GitError::Git {
+        path: workdir.clone(),
+        source,
+    };
     let head = repo.head().ok();
-    let commit = head.as_ref().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id().to_string());
-    let branch = head.as_ref().filter(|h| h.is_branch()).and_then(|h| h.shorthand().ok().map(str::to_string));
+    let commit = head
+        .as_ref()
+        .and_then(|h| h.peel_to_commit().ok())
+        .map(|c| c.id().to_string());
+    let branch = head
+        .as_ref()
+        .filter(|h| h.is_branch())
+        .and_then(|h| h.shorthand().ok().map(str::to_string));
     let mut remotes = BTreeMap::new();
-    for name in repo.remotes().map_err(err)?.iter().filter_map(|n| n.ok().flatten()) {
+    for name in repo
+        .remotes()
+        .map_err(err)?
+        .iter()
+        .filter_map(|n| n.ok().flatten())
+    {
         if let Ok(remote) = repo.find_remote(name) {
-            remotes.insert(name.to_string(), redact_url(remote.url().unwrap_or_default()));
+            remotes.insert(
+                name.to_string(),
+                redact_url(remote.url().unwrap_or_default()),
+            );
         }
     }
     let root = workdir.canonicalize().unwrap_or(workdir.clone());
-    let excluded: Vec<String> = exclude.iter().filter_map(|p| relative_in(&root, p)).collect();
-    let (patch, changed_paths, skipped) = uncommitted_change(&repo, &root, &excluded).map_err(err)?;
+    let excluded: Vec<String> = exclude
+        .iter()
+        .filter_map(|p| relative_in(&root, p))
+        .collect();
+    let (patch, changed_paths, skipped) =
+        uncommitted_change(&repo, &root, &excluded).map_err(err)?;
     Ok(Some(CodeState {
         root,
         commit,
@@ -103,17 +131,27 @@ pub fn capture_code(cwd: &Path, exclude: &[PathBuf]) -> Result<Option<CodeState>
 fn relative_in(root: &Path, path: &Path) -> Option<String> {
     let absolute = std::path::absolute(path).ok()?;
     let resolved = absolute.canonicalize().unwrap_or(absolute);
-    let rel = resolved.strip_prefix(root).ok()?.to_str()?.replace(std::path::MAIN_SEPARATOR, "/");
+    let rel = resolved
+        .strip_prefix(root)
+        .ok()?
+        .to_str()?
+        .replace(std::path::MAIN_SEPARATOR, "/");
     (!rel.is_empty()).then_some(rel)
 }
 
 fn is_under(path: &str, prefixes: &[String]) -> bool {
-    prefixes.iter().any(|p| path == p || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/')))
+    prefixes.iter().any(|p| {
+        path == p || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+    })
 }
 
 type Change = (Vec<u8>, Vec<String>, Vec<SkippedFile>);
 
-fn uncommitted_change(repo: &Repository, root: &Path, excluded: &[String]) -> Result<Change, git2::Error> {
+fn uncommitted_change(
+    repo: &Repository,
+    root: &Path,
+    excluded: &[String],
+) -> Result<Change, git2::Error> {
     let head_tree = repo.head().ok().and_then(|h| h.peel_to_tree().ok());
     let mut options = DiffOptions::new();
     options
@@ -127,14 +165,28 @@ fn uncommitted_change(repo: &Repository, root: &Path, excluded: &[String]) -> Re
     let mut changed = Vec::new();
     let mut skipped = Vec::new();
     for index in 0..diff.deltas().len() {
-        let Some(delta) = diff.get_delta(index) else { continue };
-        let file = if delta.new_file().path().is_some() { delta.new_file() } else { delta.old_file() };
-        let Some(path) = file.path().and_then(Path::to_str).map(|p| p.replace('\\', "/")) else { continue };
+        let Some(delta) = diff.get_delta(index) else {
+            continue;
+        };
+        let file = if delta.new_file().path().is_some() {
+            delta.new_file()
+        } else {
+            delta.old_file()
+        };
+        let Some(path) = file
+            .path()
+            .and_then(Path::to_str)
+            .map(|p| p.replace('\\', "/"))
+        else {
+            continue;
+        };
         if is_under(&path, excluded) {
             continue;
         }
         if delta.status() == git2::Delta::Untracked {
-            let size = std::fs::symlink_metadata(root.join(&path)).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::symlink_metadata(root.join(&path))
+                .map(|m| m.len())
+                .unwrap_or(0);
             if size > MAX_UNTRACKED_BYTES {
                 let blake3 = crate::file_digest::blake3_file(&root.join(&path)).ok();
                 skipped.push(SkippedFile {
@@ -160,7 +212,14 @@ mod tests {
 
     fn git(dir: &Path, args: &[&str]) {
         let status = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(args)
             .current_dir(dir)
             .status()
@@ -184,7 +243,15 @@ mod tests {
         std::fs::write(repo.join("blob.bin"), [0u8, 1, 2, 255]).expect("write");
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "-qm", "init"]);
-        git(&repo, &["remote", "add", "origin", "https://user:sekrit-token@example.invalid/org/repo.git"]);
+        git(
+            &repo,
+            &[
+                "remote",
+                "add",
+                "origin",
+                "https://user:sekrit-token@example.invalid/org/repo.git",
+            ],
+        );
         std::fs::write(repo.join("train.py"), "print('v2')\n").expect("write");
         std::fs::write(repo.join("blob.bin"), [9u8, 0, 0, 1, 2]).expect("write");
         std::fs::create_dir_all(repo.join("new")).expect("mkdir");
@@ -192,21 +259,43 @@ mod tests {
         std::fs::create_dir_all(repo.join("out")).expect("mkdir");
         std::fs::write(repo.join("out/model.bin"), "product").expect("write");
 
-        let state = capture_code(&repo, &[repo.join("out")]).expect("capture").expect("in a repo");
+        let state = capture_code(&repo, &[repo.join("out")])
+            .expect("capture")
+            .expect("in a repo");
         assert!(state.dirty);
         assert_eq!(state.branch.as_deref(), Some("main"));
-        assert!(!state.remotes["origin"].contains("sekrit-token"), "{:?}", state.remotes);
-        assert_eq!(state.changed_paths, ["blob.bin", "new/helper.py", "train.py"]);
+        assert!(
+            !state.remotes["origin"].contains("sekrit-token"),
+            "{:?}",
+            state.remotes
+        );
+        assert_eq!(
+            state.changed_paths,
+            ["blob.bin", "new/helper.py", "train.py"]
+        );
 
         // Re-apply on a clean clone at the recorded commit: the trees must be identical.
         let clone = dir.path().join("clone");
-        git(dir.path(), &["clone", "-q", repo.to_str().expect("utf8"), "clone"]);
-        git(&clone, &["checkout", "-q", state.commit.as_deref().expect("commit")]);
+        git(
+            dir.path(),
+            &["clone", "-q", repo.to_str().expect("utf8"), "clone"],
+        );
+        git(
+            &clone,
+            &["checkout", "-q", state.commit.as_deref().expect("commit")],
+        );
         std::fs::write(dir.path().join("change.patch"), &state.patch).expect("write patch");
         git(&clone, &["apply", "--binary", "../change.patch"]);
         for file in ["train.py", "blob.bin", "new/helper.py"] {
-            assert_eq!(std::fs::read(clone.join(file)).expect("read"), std::fs::read(repo.join(file)).expect("read"), "{file}");
+            assert_eq!(
+                std::fs::read(clone.join(file)).expect("read"),
+                std::fs::read(repo.join(file)).expect("read"),
+                "{file}"
+            );
         }
-        assert!(!clone.join("out/model.bin").exists(), "excluded paths stay out of the patch");
+        assert!(
+            !clone.join("out/model.bin").exists(),
+            "excluded paths stay out of the patch"
+        );
     }
 }

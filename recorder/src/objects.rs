@@ -62,7 +62,10 @@ impl ObjectStore {
 
     /// Where the object with `digest` lives.
     pub fn path_of(&self, digest: &str) -> Result<PathBuf, ObjectError> {
-        let valid = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid = digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(ObjectError::BadDigest(digest.to_string()));
         }
@@ -76,7 +79,10 @@ impl ObjectStore {
         if path.is_file() {
             return Ok(digest);
         }
-        let io = |source| ObjectError::Io { path: path.clone(), source };
+        let io = |source| ObjectError::Io {
+            path: path.clone(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -90,7 +96,10 @@ impl ObjectStore {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ObjectError::Missing { digest: digest.to_string(), dir: self.dir.clone() })
+                return Err(ObjectError::Missing {
+                    digest: digest.to_string(),
+                    dir: self.dir.clone(),
+                })
             }
             Err(source) => return Err(ObjectError::Io { path, source }),
         };
@@ -119,8 +128,17 @@ mod tests {
         assert_eq!(store.put(b"config = 1\n").expect("put again"), digest);
         assert_eq!(store.get(&digest).expect("get"), b"config = 1\n");
         std::fs::write(store.path_of(&digest).expect("path"), b"tampered").expect("write");
-        assert!(matches!(store.get(&digest), Err(ObjectError::Corrupt { .. })));
-        assert!(matches!(store.get(&"0".repeat(64)), Err(ObjectError::Missing { .. })));
-        assert!(matches!(store.get("../../etc/passwd"), Err(ObjectError::BadDigest(_))));
+        assert!(matches!(
+            store.get(&digest),
+            Err(ObjectError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.get(&"0".repeat(64)),
+            Err(ObjectError::Missing { .. })
+        ));
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(ObjectError::BadDigest(_))
+        ));
     }
 }

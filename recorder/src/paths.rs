@@ -37,7 +37,10 @@ pub fn hash_cache_path(registry_dir: &Path) -> PathBuf {
 
 /// The nearest ancestor of `start` (inclusive) that holds a `.git` entry.
 pub fn git_root(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|dir| dir.join(".git").exists()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]
@@ -50,10 +53,16 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("repo/.git")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("repo/a/b")).expect("mkdir");
         let cwd = dir.path().join("repo/a/b");
-        assert_eq!(registry_dir(Some(Path::new("/x")), &cwd), PathBuf::from("/x"));
+        assert_eq!(
+            registry_dir(Some(Path::new("/x")), &cwd),
+            PathBuf::from("/x")
+        );
         if std::env::var_os(REGISTRY_ENV).is_none() {
             assert_eq!(registry_dir(None, &cwd), dir.path().join("repo/.trainprov"));
-            assert_eq!(registry_dir(None, dir.path()), dir.path().join(".trainprov"));
+            assert_eq!(
+                registry_dir(None, dir.path()),
+                dir.path().join(".trainprov")
+            );
         }
     }
 }

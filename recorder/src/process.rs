@@ -94,13 +94,23 @@ impl ChildOutcome {
 }
 
 /// Runs `argv` in `cwd`, teeing output into `log_dir`.
-pub fn run_teed(argv: &[OsString], cwd: &Path, log_dir: &Path) -> Result<ChildOutcome, ProcessError> {
+pub fn run_teed(
+    argv: &[OsString],
+    cwd: &Path,
+    log_dir: &Path,
+) -> Result<ChildOutcome, ProcessError> {
     let (program, args) = argv.split_first().ok_or(ProcessError::NoCommand)?;
-    std::fs::create_dir_all(log_dir).map_err(|source| ProcessError::Log { path: log_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(log_dir).map_err(|source| ProcessError::Log {
+        path: log_dir.to_path_buf(),
+        source,
+    })?;
     let stdout_log = log_dir.join("stdout.log");
     let stderr_log = log_dir.join("stderr.log");
     let open = |path: &Path| {
-        std::fs::File::create(path).map_err(|source| ProcessError::Log { path: path.to_path_buf(), source })
+        std::fs::File::create(path).map_err(|source| ProcessError::Log {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let (out_file, err_file) = (open(&stdout_log)?, open(&stderr_log)?);
 
@@ -108,15 +118,21 @@ pub fn run_teed(argv: &[OsString], cwd: &Path, log_dir: &Path) -> Result<ChildOu
     let signal_handle = signals.handle();
     let started = Instant::now();
     let mut command = Command::new(program);
-    command.args(args).current_dir(cwd).stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
         command.process_group(0);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|source| ProcessError::Spawn { program: program.to_string_lossy().into_owned(), source })?;
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        source,
+    })?;
     let pid = child.id() as i32;
     let forwarded = Arc::new(AtomicI32::new(0));
     let forwarder = {
@@ -144,9 +160,10 @@ pub fn run_teed(argv: &[OsString], cwd: &Path, log_dir: &Path) -> Result<ChildOu
     signal_handle.close();
     let _ = forwarder.join();
 
-    let peak_rss_bytes = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .ok()
-        .map(|u| u.max_rss().max(0) as u64 * 1024);
+    let peak_rss_bytes =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+            .ok()
+            .map(|u| u.max_rss().max(0) as u64 * 1024);
     #[cfg(unix)]
     let signal = std::os::unix::process::ExitStatusExt::signal(&status);
     #[cfg(not(unix))]
@@ -177,7 +194,10 @@ fn tee(source: Option<impl Read>, mut screen: impl Write, mut log: std::fs::File
             Err(_) => break,
         };
         if screen_ok {
-            screen_ok = screen.write_all(&buffer[..n]).and_then(|_| screen.flush()).is_ok();
+            screen_ok = screen
+                .write_all(&buffer[..n])
+                .and_then(|_| screen.flush())
+                .is_ok();
         }
         let _ = log.write_all(&buffer[..n]);
     }
@@ -195,20 +215,38 @@ mod tests {
     #[test]
     fn exit_code_and_logs_are_captured() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let outcome = run_teed(&sh("echo out; echo err >&2; exit 3"), dir.path(), &dir.path().join("logs")).expect("run");
+        let outcome = run_teed(
+            &sh("echo out; echo err >&2; exit 3"),
+            dir.path(),
+            &dir.path().join("logs"),
+        )
+        .expect("run");
         assert_eq!(outcome.exit_code, Some(3));
         assert_eq!(outcome.pass_through_code(), 3);
         assert!(!outcome.succeeded());
-        assert_eq!(std::fs::read_to_string(&outcome.stdout_log).expect("log"), "out\n");
-        assert_eq!(std::fs::read_to_string(&outcome.stderr_log).expect("log"), "err\n");
+        assert_eq!(
+            std::fs::read_to_string(&outcome.stdout_log).expect("log"),
+            "out\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&outcome.stderr_log).expect("log"),
+            "err\n"
+        );
         assert!(outcome.peak_rss_bytes.is_some_and(|b| b > 0));
     }
 
     #[test]
     fn missing_program_is_a_spawn_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = run_teed(&["definitely-not-a-program-xyz".into()], dir.path(), &dir.path().join("l"))
-            .expect_err("must fail");
-        assert!(err.to_string().contains("definitely-not-a-program-xyz"), "{err}");
+        let err = run_teed(
+            &["definitely-not-a-program-xyz".into()],
+            dir.path(),
+            &dir.path().join("l"),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string().contains("definitely-not-a-program-xyz"),
+            "{err}"
+        );
     }
 }

@@ -19,7 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use attest::slsa::{BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PROVENANCE_V1};
+use attest::slsa::{
+    BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PROVENANCE_V1,
+};
 use attest::statement::{DigestSet, ResourceDescriptor, Statement};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -178,7 +180,11 @@ fn descriptor(file: &RecordedFile, prefix: &str) -> ResourceDescriptor {
 impl RunRecord {
     /// The in-toto Statement (SLSA Provenance v1) for this record.
     pub fn to_statement(&self) -> Statement<Provenance> {
-        let subject = self.products.iter().map(|p| ResourceDescriptor::named(p.name.clone(), p.digest.clone())).collect();
+        let subject = self
+            .products
+            .iter()
+            .map(|p| ResourceDescriptor::named(p.name.clone(), p.digest.clone()))
+            .collect();
         let provenance = Provenance {
             build_definition: BuildDefinition {
                 build_type: self.build_type.clone(),
@@ -187,7 +193,11 @@ impl RunRecord {
                 resolved_dependencies: self.resolved_dependencies(),
             },
             run_details: RunDetails {
-                builder: Builder { id: BUILDER_ID.into(), builder_dependencies: Vec::new(), version: self.versions.clone() },
+                builder: Builder {
+                    id: BUILDER_ID.into(),
+                    builder_dependencies: Vec::new(),
+                    version: self.versions.clone(),
+                },
                 metadata: Some(BuildMetadata {
                     invocation_id: Some(self.id.clone()),
                     started_on: Some(self.started_on.clone()),
@@ -213,7 +223,10 @@ impl RunRecord {
             .collect();
         let mut inputs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for input in &self.inputs {
-            inputs.entry(input.role.name()).or_default().push(&input.given);
+            inputs
+                .entry(input.role.name())
+                .or_default()
+                .push(&input.given);
         }
         json!({
             "argv": self.argv,
@@ -234,12 +247,17 @@ impl RunRecord {
             }
         }
         for input in &self.inputs {
-            let mut rd = ResourceDescriptor::named(format!("{}:{}", input.role.name(), input.given), input.digest.clone());
+            let mut rd = ResourceDescriptor::named(
+                format!("{}:{}", input.role.name(), input.given),
+                input.digest.clone(),
+            );
             rd.uri = Some(format!("file://{}", input.path));
-            rd.annotations.insert("role".into(), json!(input.role.name()));
+            rd.annotations
+                .insert("role".into(), json!(input.role.name()));
             rd.annotations.insert("files".into(), json!(input.files));
             rd.annotations.insert("bytes".into(), json!(input.bytes));
-            rd.annotations.insert("manifestObject".into(), json!(input.manifest_object));
+            rd.annotations
+                .insert("manifestObject".into(), json!(input.manifest_object));
             deps.push(rd);
         }
         deps.extend(self.configs.iter().map(|c| descriptor(c, "config:")));
@@ -248,14 +266,19 @@ impl RunRecord {
     }
 
     fn byproducts(&self) -> Vec<ResourceDescriptor> {
-        let mut out: Vec<ResourceDescriptor> = self.byproducts.iter().map(|b| descriptor(b, "")).collect();
+        let mut out: Vec<ResourceDescriptor> =
+            self.byproducts.iter().map(|b| descriptor(b, "")).collect();
         let result = serde_json::to_vec(&self.result).unwrap_or_default();
-        let mut rd = ResourceDescriptor::named("run-result.json", attest::statement::digest_set_of(&result));
+        let mut rd =
+            ResourceDescriptor::named("run-result.json", attest::statement::digest_set_of(&result));
         rd.content = Some(attest::dsse::encode_base64(&result));
         rd.media_type = Some("application/json".into());
-        rd.annotations.insert("exitCode".into(), json!(self.result.exit_code));
-        rd.annotations.insert("wallSeconds".into(), json!(self.result.wall_seconds));
-        rd.annotations.insert("peakRssBytes".into(), json!(self.result.peak_rss_bytes));
+        rd.annotations
+            .insert("exitCode".into(), json!(self.result.exit_code));
+        rd.annotations
+            .insert("wallSeconds".into(), json!(self.result.wall_seconds));
+        rd.annotations
+            .insert("peakRssBytes".into(), json!(self.result.peak_rss_bytes));
         out.push(rd);
         out
     }
@@ -267,7 +290,10 @@ fn code_descriptor(state: &CodeState) -> ResourceDescriptor {
         digest.insert("gitCommit".into(), commit.clone());
     }
     let mut rd = ResourceDescriptor::named("code", digest);
-    let remote = state.remotes.get("origin").or_else(|| state.remotes.values().next());
+    let remote = state
+        .remotes
+        .get("origin")
+        .or_else(|| state.remotes.values().next());
     rd.uri = Some(match (remote, &state.commit) {
         (Some(url), Some(commit)) => format!("git+{url}@{commit}"),
         (Some(url), None) => format!("git+{url}"),
@@ -275,11 +301,14 @@ fn code_descriptor(state: &CodeState) -> ResourceDescriptor {
     });
     rd.annotations.insert("root".into(), json!(state.root));
     rd.annotations.insert("branch".into(), json!(state.branch));
-    rd.annotations.insert("remotes".into(), json!(state.remotes));
+    rd.annotations
+        .insert("remotes".into(), json!(state.remotes));
     rd.annotations.insert("dirty".into(), json!(state.dirty));
-    rd.annotations.insert("changedPaths".into(), json!(state.changed_paths));
+    rd.annotations
+        .insert("changedPaths".into(), json!(state.changed_paths));
     if !state.skipped.is_empty() {
-        rd.annotations.insert("notInPatch".into(), json!(state.skipped));
+        rd.annotations
+            .insert("notInPatch".into(), json!(state.skipped));
     }
     if rd.digest.is_empty() {
         // A repository without commits: only the patch identifies the code.

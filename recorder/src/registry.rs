@@ -190,8 +190,20 @@ pub struct NewRun {
     pub git_dirty: Option<bool>,
     /// Inputs.
     pub inputs: Vec<ArtifactLink>,
-    /// File-level manifests of input snapshots: (snapshot blake3, entries as (path, size, blake3)).
-    pub manifests: Vec<(String, Vec<(String, u64, String)>)>,
+    /// File-level manifests of input snapshots.
+    pub manifests: Vec<InputManifest>,
+}
+
+/// One file of a snapshot manifest: `(path, size, blake3)`.
+pub type ManifestRow = (String, u64, String);
+
+/// The files of one input snapshot, indexed by file digest for `affected` queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputManifest {
+    /// The snapshot's BLAKE3 digest.
+    pub snapshot: String,
+    /// Its regular files.
+    pub files: Vec<ManifestRow>,
 }
 
 /// What is known when a run ends.
@@ -279,21 +291,35 @@ pub struct Registry {
 impl Registry {
     /// Opens (creating if needed) the registry in `dir` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Registry, RegistryError> {
-        let io = |source| RegistryError::Io { path: dir.to_path_buf(), source };
+        let io = |source| RegistryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let gitignore = dir.join(".gitignore");
         if !gitignore.exists() {
             std::fs::write(&gitignore, "*\n").map_err(io)?;
         }
         let db_path = dir.join(DATABASE_FILE);
-        let sql = |source| RegistryError::Sqlite { path: db_path.clone(), source };
+        let sql = |source| RegistryError::Sqlite {
+            path: db_path.clone(),
+            source,
+        };
         let mut conn = Connection::open(&db_path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
         migrate(&mut conn, &db_path)?;
-        Ok(Registry { objects: ObjectStore::new(dir.join("objects")), dir: dir.to_path_buf(), db_path, conn })
+        Ok(Registry {
+            objects: ObjectStore::new(dir.join("objects")),
+            dir: dir.to_path_buf(),
+            db_path,
+            conn,
+        })
     }
 
     /// The registry directory.
@@ -312,14 +338,23 @@ impl Registry {
     }
 
     fn sql_err(&self) -> impl Fn(rusqlite::Error) -> RegistryError + '_ {
-        move |source| RegistryError::Sqlite { path: self.db_path.clone(), source }
+        move |source| RegistryError::Sqlite {
+            path: self.db_path.clone(),
+            source,
+        }
     }
 
     /// Records a run as `running` together with its inputs and their manifests, atomically.
     pub fn begin_run(&mut self, run: &NewRun) -> Result<(), RegistryError> {
         let path = self.db_path.clone();
-        let err = move |source| RegistryError::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let err = move |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         tx.execute(
             "INSERT INTO runs (id, kind, status, argv_json, cwd, out_dir, started_at, wrapper_pid, git_commit, git_dirty)
              VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -339,8 +374,8 @@ impl Registry {
         for link in &run.inputs {
             insert_link(&tx, &run.id, link).map_err(&err)?;
         }
-        for (snapshot, entries) in &run.manifests {
-            insert_manifest(&tx, snapshot, entries).map_err(&err)?;
+        for manifest in &run.manifests {
+            insert_manifest(&tx, &manifest.snapshot, &manifest.files).map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
@@ -348,8 +383,14 @@ impl Registry {
     /// Finalises a run: status, times, outputs, attestation, atomically.
     pub fn finish_run(&mut self, id: &str, end: &RunEnd) -> Result<(), RegistryError> {
         let path = self.db_path.clone();
-        let err = move |source| RegistryError::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let err = move |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         let status = end.status.unwrap_or(RunStatus::Failed);
         tx.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, signal = ?5, wall_seconds = ?6,
@@ -379,16 +420,23 @@ impl Registry {
     pub fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, RegistryError> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {SUMMARY_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"))
+            .prepare(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
+            ))
             .map_err(self.sql_err())?;
-        let rows = stmt.query_map([limit as i64], summary_from_row).map_err(self.sql_err())?;
+        let rows = stmt
+            .query_map([limit as i64], summary_from_row)
+            .map_err(self.sql_err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
     }
 
     /// Resolves a run id or unique prefix.
     pub fn resolve_run(&self, prefix: &str) -> Result<String, RegistryError> {
         let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
-        let mut stmt = self.conn.prepare("SELECT id FROM runs WHERE id LIKE ?1 LIMIT 2").map_err(self.sql_err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM runs WHERE id LIKE ?1 LIMIT 2")
+            .map_err(self.sql_err())?;
         let ids: Vec<String> = stmt
             .query_map([pattern], |r| r.get(0))
             .map_err(self.sql_err())?
@@ -492,7 +540,9 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
 }
 
 fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,
@@ -500,11 +550,20 @@ fn process_alive(pid: i64) -> bool {
     }
 }
 
-fn insert_link(tx: &rusqlite::Transaction<'_>, run_id: &str, link: &ArtifactLink) -> rusqlite::Result<()> {
+fn insert_link(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    link: &ArtifactLink,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO artifacts (kind, sha256, blake3, size) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (kind, blake3) DO NOTHING",
-        params![link.kind, link.sha256, link.blake3, link.size.map(|s| s as i64)],
+        params![
+            link.kind,
+            link.sha256,
+            link.blake3,
+            link.size.map(|s| s as i64)
+        ],
     )?;
     let artifact_id: i64 = tx.query_row(
         "SELECT id FROM artifacts WHERE kind = ?1 AND blake3 = ?2",
@@ -514,14 +573,29 @@ fn insert_link(tx: &rusqlite::Transaction<'_>, run_id: &str, link: &ArtifactLink
     tx.execute(
         "INSERT OR REPLACE INTO run_artifacts (run_id, artifact_id, role, name, path, object)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![run_id, artifact_id, link.role, link.name, link.path, link.object],
+        params![
+            run_id,
+            artifact_id,
+            link.role,
+            link.name,
+            link.path,
+            link.object
+        ],
     )?;
     Ok(())
 }
 
-fn insert_manifest(tx: &rusqlite::Transaction<'_>, snapshot: &str, entries: &[(String, u64, String)]) -> rusqlite::Result<()> {
+fn insert_manifest(
+    tx: &rusqlite::Transaction<'_>,
+    snapshot: &str,
+    entries: &[ManifestRow],
+) -> rusqlite::Result<()> {
     let known: bool = tx
-        .query_row("SELECT 1 FROM manifest_entries WHERE snapshot_blake3 = ?1 LIMIT 1", [snapshot], |_| Ok(true))
+        .query_row(
+            "SELECT 1 FROM manifest_entries WHERE snapshot_blake3 = ?1 LIMIT 1",
+            [snapshot],
+            |_| Ok(true),
+        )
         .optional()?
         .unwrap_or(false);
     if known {
@@ -537,16 +611,28 @@ fn insert_manifest(tx: &rusqlite::Transaction<'_>, snapshot: &str, entries: &[(S
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), RegistryError> {
-    let err = |source| RegistryError::Sqlite { path: path.to_path_buf(), source };
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(err)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+    let err = |source| RegistryError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(RegistryError::TooNew { path: path.to_path_buf(), found: version, known });
+        return Err(RegistryError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1).map_err(err)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(err)?;
     }
     tx.commit().map_err(err)
 }
@@ -579,7 +665,10 @@ mod tests {
             git_commit: None,
             git_dirty: None,
             inputs: vec![link("input:data", "data", "a")],
-            manifests: vec![("s".repeat(64), vec![("x.csv".into(), 3, "f".repeat(64))])],
+            manifests: vec![InputManifest {
+                snapshot: "s".repeat(64),
+                files: vec![("x.csv".into(), 3, "f".repeat(64))],
+            }],
         }
     }
 
@@ -602,10 +691,17 @@ mod tests {
         assert_eq!(detail.artifacts.len(), 2);
         let files: i64 = reg
             .connection()
-            .query_row("SELECT count(*) FROM manifest_entries WHERE file_blake3 = ?1", ["f".repeat(64)], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM manifest_entries WHERE file_blake3 = ?1",
+                ["f".repeat(64)],
+                |r| r.get(0),
+            )
             .expect("query");
         assert_eq!(files, 1);
-        assert!(matches!(reg.show_run("zz"), Err(RegistryError::NoSuchRun(_))));
+        assert!(matches!(
+            reg.show_run("zz"),
+            Err(RegistryError::NoSuchRun(_))
+        ));
     }
 
     #[test]
@@ -613,8 +709,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(Registry::open(dir.path()).expect("open"));
         let reg = Registry::open(dir.path()).expect("reopen");
-        reg.connection().pragma_update(None, "user_version", 99).expect("bump");
+        reg.connection()
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
         drop(reg);
-        assert!(matches!(Registry::open(dir.path()), Err(RegistryError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Registry::open(dir.path()),
+            Err(RegistryError::TooNew { found: 99, .. })
+        ));
     }
 }

@@ -22,10 +22,13 @@ use crate::objects::ObjectStore;
 use crate::paths::hash_cache_path;
 use crate::process::{run_teed, ChildOutcome};
 use crate::record::{
-    CodeRecord, InputRole, RecordedFile, RecordedInput, RunRecord, RunResult, ATTESTATION_FILE, MAX_INLINE_CONFIG,
+    CodeRecord, InputRole, RecordedFile, RecordedInput, RunRecord, RunResult, ATTESTATION_FILE,
+    MAX_INLINE_CONFIG,
 };
 use crate::redact::redact_argv;
-use crate::registry::{ArtifactLink, NewRun, Registry, RunEnd, RunStatus};
+use crate::registry::{
+    ArtifactLink, InputManifest, ManifestRow, NewRun, Registry, RunEnd, RunStatus,
+};
 use crate::snapshot::{snapshot, snapshot_file, DataSnapshot, EntryKind, SnapshotOptions};
 
 /// Lock files recorded when found in the working directory or at the git root.
@@ -129,20 +132,34 @@ pub struct Finished {
 
 /// The current time as RFC 3339 UTC (seconds).
 pub fn now_rfc3339() -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io { path: path.to_path_buf(), source }
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Stores a file in the object store and describes it.
-fn record_file(objects: &ObjectStore, name: &str, path: &Path, inline: bool) -> Result<RecordedFile, RunError> {
+fn record_file(
+    objects: &ObjectStore,
+    name: &str,
+    path: &Path,
+    inline: bool,
+) -> Result<RecordedFile, RunError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let object = objects.put(&bytes)?;
-    let inline_text =
-        if inline && bytes.len() <= MAX_INLINE_CONFIG { String::from_utf8(bytes.clone()).ok() } else { None };
+    let inline_text = if inline && bytes.len() <= MAX_INLINE_CONFIG {
+        String::from_utf8(bytes.clone()).ok()
+    } else {
+        None
+    };
     Ok(RecordedFile {
         name: name.to_string(),
         digest: attest::statement::digest_set_of(&bytes),
@@ -153,7 +170,12 @@ fn record_file(objects: &ObjectStore, name: &str, path: &Path, inline: bool) -> 
     })
 }
 
-fn record_bytes(objects: &ObjectStore, name: &str, bytes: &[u8], media_type: &str) -> Result<RecordedFile, RunError> {
+fn record_bytes(
+    objects: &ObjectStore,
+    name: &str,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<RecordedFile, RunError> {
     Ok(RecordedFile {
         name: name.to_string(),
         digest: attest::statement::digest_set_of(bytes),
@@ -178,14 +200,27 @@ fn link(kind: &str, role: &str, file: &RecordedFile, path: Option<&Path>) -> Art
 }
 
 /// Snapshots one input (directory or single file).
-pub fn snapshot_input(path: &Path, registry: &Registry, rehash: bool, progress: bool) -> Result<DataSnapshot, RunError> {
-    let options = SnapshotOptions { rehash, cache: Some(hash_cache_path(registry.dir())), progress };
+pub fn snapshot_input(
+    path: &Path,
+    registry: &Registry,
+    rehash: bool,
+    progress: bool,
+) -> Result<DataSnapshot, RunError> {
+    let options = SnapshotOptions {
+        rehash,
+        cache: Some(hash_cache_path(registry.dir())),
+        progress,
+    };
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    Ok(if meta.is_dir() { snapshot(path, &options)? } else { snapshot_file(path, &options)? })
+    Ok(if meta.is_dir() {
+        snapshot(path, &options)?
+    } else {
+        snapshot_file(path, &options)?
+    })
 }
 
 /// Manifest rows for the registry: regular files only, `(path, size, blake3)`.
-pub fn manifest_rows(snapshot: &DataSnapshot) -> Vec<(String, u64, String)> {
+pub fn manifest_rows(snapshot: &DataSnapshot) -> Vec<ManifestRow> {
     snapshot
         .entries
         .iter()
@@ -206,7 +241,9 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
 
     let mut exclude: Vec<PathBuf> = vec![out.clone(), registry.dir().to_path_buf()];
     exclude.extend(spec.inputs.iter().map(|(_, p)| p.clone()));
-    let code = capture_code(&cwd, &exclude)?.map(|state| code_record(state, &objects)).transpose()?;
+    let code = capture_code(&cwd, &exclude)?
+        .map(|state| code_record(state, &objects))
+        .transpose()?;
 
     let mut links = Vec::new();
     let mut configs = Vec::new();
@@ -215,8 +252,16 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         links.push(link("config", "input:config", &file, Some(config)));
         configs.push(file);
     }
-    let lock_files = find_lock_files(&cwd, code.as_ref().map(|c| c.state.root.as_path()), &objects)?;
-    links.extend(lock_files.iter().map(|f| link("lockfile", "input:lockfile", f, None)));
+    let lock_files = find_lock_files(
+        &cwd,
+        code.as_ref().map(|c| c.state.root.as_path()),
+        &objects,
+    )?;
+    links.extend(
+        lock_files
+            .iter()
+            .map(|f| link("lockfile", "input:lockfile", f, None)),
+    );
     if let Some(patch) = code.as_ref().and_then(|c| c.patch.as_ref()) {
         links.push(link("code-diff", "input:code", patch, None));
     }
@@ -246,11 +291,18 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
             size: Some(input.bytes),
             object: Some(manifest_object),
         });
-        manifests.push((snap.digest(), manifest_rows(&snap)));
+        manifests.push(InputManifest {
+            snapshot: snap.digest(),
+            files: manifest_rows(&snap),
+        });
         inputs.push(input);
     }
 
-    let argv_text: Vec<String> = spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let argv_text: Vec<String> = spec
+        .argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let record = RunRecord {
         id: id.clone(),
         build_type: spec.build_type.clone(),
@@ -265,7 +317,12 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         internal: serde_json::Value::Null,
         started_on: started_on.clone(),
         finished_on: String::new(),
-        result: RunResult { exit_code: None, signal: None, wall_seconds: 0.0, peak_rss_bytes: None },
+        result: RunResult {
+            exit_code: None,
+            signal: None,
+            wall_seconds: 0.0,
+            peak_rss_bytes: None,
+        },
         products: Vec::new(),
         byproducts: Vec::new(),
         versions: spec.versions.clone(),
@@ -282,7 +339,13 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         inputs: links,
         manifests,
     })?;
-    Ok(Prepared { record, argv: spec.argv.clone(), cwd, out, started: std::time::Instant::now() })
+    Ok(Prepared {
+        record,
+        argv: spec.argv.clone(),
+        cwd,
+        out,
+        started: std::time::Instant::now(),
+    })
 }
 
 /// A previous run's attestation in `out` would describe other products: remove it before the
@@ -291,7 +354,10 @@ fn remove_stale_attestation(out: &Path) -> Result<(), RunError> {
     for name in [ATTESTATION_FILE, SIGNATURE_FILE] {
         let path = out.join(name);
         if path.is_file() {
-            eprintln!("trainprov: removing {} left by an earlier run", path.display());
+            eprintln!(
+                "trainprov: removing {} left by an earlier run",
+                path.display()
+            );
             std::fs::remove_file(&path).map_err(io_err(&path))?;
         }
     }
@@ -302,12 +368,21 @@ fn code_record(state: CodeState, objects: &ObjectStore) -> Result<CodeRecord, Ru
     let patch = if state.patch.is_empty() {
         None
     } else {
-        Some(record_bytes(objects, "uncommitted.patch", &state.patch, "text/x-diff")?)
+        Some(record_bytes(
+            objects,
+            "uncommitted.patch",
+            &state.patch,
+            "text/x-diff",
+        )?)
     };
     Ok(CodeRecord { state, patch })
 }
 
-fn find_lock_files(cwd: &Path, git_root: Option<&Path>, objects: &ObjectStore) -> Result<Vec<RecordedFile>, RunError> {
+fn find_lock_files(
+    cwd: &Path,
+    git_root: Option<&Path>,
+    objects: &ObjectStore,
+) -> Result<Vec<RecordedFile>, RunError> {
     let mut dirs = vec![cwd.to_path_buf()];
     if let Some(root) = git_root.filter(|r| *r != cwd) {
         dirs.push(root.to_path_buf());
@@ -317,7 +392,11 @@ fn find_lock_files(cwd: &Path, git_root: Option<&Path>, objects: &ObjectStore) -
         for name in LOCK_FILES {
             let path = dir.join(name);
             if path.is_file() {
-                let shown = path.strip_prefix(cwd).unwrap_or(&path).display().to_string();
+                let shown = path
+                    .strip_prefix(cwd)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
                 found.push(record_file(objects, &shown, &path, false)?);
             }
         }
@@ -327,11 +406,20 @@ fn find_lock_files(cwd: &Path, git_root: Option<&Path>, objects: &ObjectStore) -
 
 /// Step 2: run the command, then capture the environment, logs and (on success) the products.
 pub fn execute(prepared: Prepared, registry: &Registry) -> Result<Finished, RunError> {
-    let Prepared { mut record, argv, cwd, out, started } = prepared;
+    let Prepared {
+        mut record,
+        argv,
+        cwd,
+        out,
+        started,
+    } = prepared;
     let log_dir = registry.run_dir(&record.id);
     let outcome = run_teed(&argv, &cwd, &log_dir)?;
     record.finished_on = now_rfc3339();
-    let wall_seconds = started.elapsed().as_secs_f64().max(outcome.wall.as_secs_f64());
+    let wall_seconds = started
+        .elapsed()
+        .as_secs_f64()
+        .max(outcome.wall.as_secs_f64());
     record.result = RunResult {
         exit_code: outcome.exit_code,
         signal: outcome.signal.or(outcome.forwarded_signal),
@@ -352,11 +440,24 @@ pub fn execute(prepared: Prepared, registry: &Registry) -> Result<Finished, RunE
     }
     record.internal = internal_parameters(&env);
     let env_json = serde_json::to_vec_pretty(&env).unwrap_or_default();
-    record.byproducts.push(record_bytes(objects, "environment.json", &env_json, "application/json")?);
+    record.byproducts.push(record_bytes(
+        objects,
+        "environment.json",
+        &env_json,
+        "application/json",
+    )?);
     if let Some(freeze) = freeze {
-        record.byproducts.push(record_bytes(objects, "pip-freeze.txt", freeze.as_bytes(), "text/plain")?);
+        record.byproducts.push(record_bytes(
+            objects,
+            "pip-freeze.txt",
+            freeze.as_bytes(),
+            "text/plain",
+        )?);
     }
-    for (name, path) in [("stdout.log", &outcome.stdout_log), ("stderr.log", &outcome.stderr_log)] {
+    for (name, path) in [
+        ("stdout.log", &outcome.stdout_log),
+        ("stderr.log", &outcome.stderr_log),
+    ] {
         let mut file = record_file(objects, name, path, false)?;
         file.media_type = Some("text/plain".into());
         record.byproducts.push(file);
@@ -365,7 +466,11 @@ pub fn execute(prepared: Prepared, registry: &Registry) -> Result<Finished, RunE
     if outcome.succeeded() {
         record.products = digest_products(&out)?;
     }
-    Ok(Finished { record, outcome, out })
+    Ok(Finished {
+        record,
+        outcome,
+        out,
+    })
 }
 
 /// Digests every file under `out` except the attestation and model signature.
@@ -393,12 +498,31 @@ pub fn digest_products(out: &Path) -> Result<Vec<RecordedFile>, RunError> {
     Ok(products)
 }
 
+/// What the platform decided: thread and determinism settings (the result-affecting subset of
+/// the allow-listed environment), CPU ISA level and core count, and the device.
 fn internal_parameters(env: &environment::Environment) -> serde_json::Value {
-    let value = serde_json::to_value(env).unwrap_or_default();
+    let settings: BTreeMap<&String, &String> = env
+        .env
+        .iter()
+        .filter(|(name, _)| {
+            environment::RESULT_AFFECTING_ENV
+                .iter()
+                .any(|entry| match entry.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => name.as_str() == *entry,
+                })
+        })
+        .collect();
+    let device = if env.gpu.devices.is_empty() {
+        json!("cpu")
+    } else {
+        json!(env.gpu.devices)
+    };
     json!({
-        "threads": value.get("env").cloned().unwrap_or_default(),
-        "cpu": value.get("cpu").cloned().unwrap_or_default(),
-        "gpu": value.get("gpu").cloned().unwrap_or_default(),
+        "environment": settings,
+        "logicalCores": env.cpu.logical_cores,
+        "isaLevel": env.cpu.isa_level,
+        "device": device,
     })
 }
 
@@ -422,7 +546,13 @@ pub fn finalize(
         .iter()
         .map(|p| link("file", "output", p, Some(&finished.out.join(&p.name))))
         .collect();
-    outputs.extend(finished.record.byproducts.iter().map(|b| link("byproduct", "byproduct", b, None)));
+    outputs.extend(
+        finished
+            .record
+            .byproducts
+            .iter()
+            .map(|b| link("byproduct", "byproduct", b, None)),
+    );
     if let Some((path, _)) = &attestation {
         if let Ok(d) = digest_file(path) {
             let file = RecordedFile {
@@ -440,7 +570,10 @@ pub fn finalize(
         status: Some(status),
         finished_at: finished.record.finished_on.clone(),
         exit_code: finished.outcome.exit_code,
-        signal: finished.outcome.signal.or(finished.outcome.forwarded_signal),
+        signal: finished
+            .outcome
+            .signal
+            .or(finished.outcome.forwarded_signal),
         wall_seconds: finished.record.result.wall_seconds,
         peak_rss_bytes: finished.outcome.peak_rss_bytes,
         outputs,
@@ -453,8 +586,17 @@ pub fn finalize(
 }
 
 /// Marks a run that could not be executed (e.g. the command was not found) as failed.
-pub fn mark_failed(registry: &mut Registry, id: &str, exit_code: Option<i32>) -> Result<(), RunError> {
-    let end = RunEnd { status: Some(RunStatus::Failed), finished_at: now_rfc3339(), exit_code, ..RunEnd::default() };
+pub fn mark_failed(
+    registry: &mut Registry,
+    id: &str,
+    exit_code: Option<i32>,
+) -> Result<(), RunError> {
+    let end = RunEnd {
+        status: Some(RunStatus::Failed),
+        finished_at: now_rfc3339(),
+        exit_code,
+        ..RunEnd::default()
+    };
     registry.finish_run(id, &end)?;
     Ok(())
 }

@@ -38,12 +38,17 @@ fn list(registry: &Registry, limit: usize) -> Result<Report, CliError> {
             "{}  {:<11} {:<4} {}  {}\n",
             &run.id[..8.min(run.id.len())],
             run.status,
-            run.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            run.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             run.started_at,
             command_line(run)
         ));
     }
-    Ok(Report::ok(human, json!({"status": "ok", "registry": registry.dir(), "runs": runs})))
+    Ok(Report::ok(
+        human,
+        json!({"status": "ok", "registry": registry.dir(), "runs": runs}),
+    ))
 }
 
 fn command_line(run: &RunSummary) -> String {
@@ -69,13 +74,25 @@ fn show(registry: &Registry, run: &str) -> Result<Report, CliError> {
         s.finished_at.clone().unwrap_or_else(|| "-".into()),
     );
     if let Some(commit) = &detail.git_commit {
-        human.push_str(&format!("  code       {commit}{}\n", if detail.git_dirty == Some(true) { " + uncommitted changes" } else { "" }));
+        human.push_str(&format!(
+            "  code       {commit}{}\n",
+            if detail.git_dirty == Some(true) {
+                " + uncommitted changes"
+            } else {
+                ""
+            }
+        ));
     }
     if let Some(path) = &s.attestation_path {
         human.push_str(&format!("  attestation {path}\n"));
     }
     for link in &detail.artifacts {
-        human.push_str(&format!("  {:<22} {}  {}\n", link.role, &link.sha256[..16.min(link.sha256.len())], link.name));
+        human.push_str(&format!(
+            "  {:<22} {}  {}\n",
+            link.role,
+            &link.sha256[..16.min(link.sha256.len())],
+            link.name
+        ));
     }
     let mut json = serde_json::to_value(&detail).unwrap_or_default();
     json["status"] = json!("ok");

@@ -24,7 +24,12 @@ use crate::Report;
 
 /// Records and runs the command; the report's exit code is the command's.
 pub fn run(args: &RunArgs) -> Result<Report, CliError> {
-    let keys = args.keys.iter().map(|k| load_signing_key(k)).collect::<Result<Vec<_>, _>>().or_input()?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|k| load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()?;
     let params = parse_params(&args.params)?;
     check_inputs(args)?;
     let cwd = std::env::current_dir().or_input()?;
@@ -43,57 +48,99 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
     };
     let prepared = prepare(&spec, &mut registry).or_input()?;
     let id = prepared.id().to_string();
-    eprintln!("trainprov: run {id} recording into {}", shown(registry.dir()));
+    eprintln!(
+        "trainprov: run {id} recording into {}",
+        shown(registry.dir())
+    );
     let finished = match execute(prepared, &registry) {
         Ok(f) => f,
         Err(err) => {
             let code = matches!(err, RunError::Process(_)).then_some(127);
             let _ = mark_failed(&mut registry, &id, code);
-            return Err(CliError::input(anyhow!("{err} (run {id} recorded as failed)")));
+            return Err(CliError::input(anyhow!(
+                "{err} (run {id} recorded as failed)"
+            )));
         }
     };
-    let attestation = if finished.outcome.succeeded() { Some(sign_products(&finished, &keys)?) } else { None };
+    let attestation = if finished.outcome.succeeded() {
+        Some(sign_products(&finished, &keys)?)
+    } else {
+        None
+    };
     finalize(&mut registry, &finished, attestation.clone()).or_input()?;
-    Ok(report(&finished, &id, attestation.map(|(p, _)| p), registry.dir()))
+    Ok(report(
+        &finished,
+        &id,
+        attestation.map(|(p, _)| p),
+        registry.dir(),
+    ))
 }
 
 fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     let mut params = BTreeMap::new();
     for item in raw {
         let Some((key, value)) = item.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
-            return Err(CliError::input(anyhow!("--param '{item}': expected KEY=VALUE, e.g. --param lr=3e-4")));
+            return Err(CliError::input(anyhow!(
+                "--param '{item}': expected KEY=VALUE, e.g. --param lr=3e-4"
+            )));
         };
-        let value = if recorder::redact::is_secret_name(key) { "***".to_string() } else { value.to_string() };
+        let value = if recorder::redact::is_secret_name(key) {
+            "***".to_string()
+        } else {
+            value.to_string()
+        };
         params.insert(key.trim().to_string(), value);
     }
     Ok(params)
 }
 
 fn check_inputs(args: &RunArgs) -> Result<(), CliError> {
-    for (flag, paths) in [("--data", &args.data), ("--base", &args.base), ("--adapter", &args.adapters), ("--config", &args.configs)] {
+    for (flag, paths) in [
+        ("--data", &args.data),
+        ("--base", &args.base),
+        ("--adapter", &args.adapters),
+        ("--config", &args.configs),
+    ] {
         for path in paths {
             if !path.exists() {
-                return Err(CliError::input(anyhow!("{}: no such file or directory (given to {flag})", shown(path))));
+                return Err(CliError::input(anyhow!(
+                    "{}: no such file or directory (given to {flag})",
+                    shown(path)
+                )));
             }
         }
     }
     if args.out.exists() && !args.out.is_dir() {
-        return Err(CliError::input(anyhow!("{}: --out must be a directory", shown(&args.out))));
+        return Err(CliError::input(anyhow!(
+            "{}: --out must be a directory",
+            shown(&args.out)
+        )));
     }
     Ok(())
 }
 
 fn inputs_of(args: &RunArgs) -> Vec<(InputRole, PathBuf)> {
-    let mut inputs: Vec<(InputRole, PathBuf)> = args.data.iter().map(|p| (InputRole::Data, p.clone())).collect();
+    let mut inputs: Vec<(InputRole, PathBuf)> = args
+        .data
+        .iter()
+        .map(|p| (InputRole::Data, p.clone()))
+        .collect();
     inputs.extend(args.base.iter().map(|p| (InputRole::Base, p.clone())));
-    inputs.extend(args.adapters.iter().map(|p| (InputRole::Adapter, p.clone())));
+    inputs.extend(
+        args.adapters
+            .iter()
+            .map(|p| (InputRole::Adapter, p.clone())),
+    );
     inputs
 }
 
 /// Versions recorded in `runDetails.builder.version`.
 pub fn versions() -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
-    v.insert("trainprov".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    v.insert(
+        "trainprov".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
     v
 }
 
@@ -103,7 +150,10 @@ fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, S
     let statement = finished.record.to_statement();
     statement.check_subject_digests().or_input()?;
     if statement.subject.is_empty() {
-        eprintln!("trainprov: warning: {} is empty after the run; the attestation has no subjects", shown(out));
+        eprintln!(
+            "trainprov: warning: {} is empty after the run; the attestation has no subjects",
+            shown(out)
+        );
     } else {
         let options = TreeOptions {
             ignore: vec![SIGNATURE_FILE.into(), ATTESTATION_FILE.into()],
@@ -113,7 +163,8 @@ fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, S
         let manifest = hash_model_dir(out, &options).or_input()?;
         let signature = ModelSignature::sign(&manifest, &keys[0]).or_input()?;
         let path = out.join(SIGNATURE_FILE);
-        write_atomic(&path, &signature.to_json()).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
+        write_atomic(&path, &signature.to_json())
+            .map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
     }
     let payload = statement.to_json().or_input()?;
     let refs: Vec<&SigningKey> = keys.iter().collect();
@@ -138,7 +189,10 @@ fn report(finished: &Finished, id: &str, attestation: Option<PathBuf>, registry:
     let mut human = format!(
         "run {id} {status} (exit {code}, {:.1}s, peak RSS {})\n",
         finished.record.result.wall_seconds,
-        outcome.peak_rss_bytes.map(crate::commands::human_bytes).unwrap_or_else(|| "unknown".into())
+        outcome
+            .peak_rss_bytes
+            .map(crate::commands::human_bytes)
+            .unwrap_or_else(|| "unknown".into())
     );
     match &attestation {
         Some(path) => human.push_str(&format!(
@@ -161,5 +215,9 @@ fn report(finished: &Finished, id: &str, attestation: Option<PathBuf>, registry:
         "registry": registry,
     });
     // The command's own output went to stdout; keep ours on stderr unless --json asked for it.
-    Report { human, json, exit: u8::try_from(code.clamp(0, 255)).unwrap_or(1) }
+    Report {
+        human,
+        json,
+        exit: u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    }
 }

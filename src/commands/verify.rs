@@ -174,7 +174,10 @@ fn verify_attestation(
         checked.extend(check_directory(&statement.subject, dir, &args.file).or_failed()?);
     }
     if args.inputs {
-        checked.extend(check_inputs(&statement.predicate, args.registry.as_deref())?);
+        checked.extend(check_inputs(
+            &statement.predicate,
+            args.registry.as_deref(),
+        )?);
     }
     let mut seen = std::collections::BTreeSet::new();
     checked.retain(|c| seen.insert((c.path.clone(), c.subject.clone())));
@@ -370,28 +373,45 @@ fn parent_dir(file: &Path) -> PathBuf {
 
 /// Re-snapshots each recorded input and compares it with the record; with the registry's stored
 /// manifest the changed files are named.
-fn check_inputs(predicate: &Value, registry: Option<&Path>) -> Result<Vec<ArtifactCheck>, CliError> {
-    let deps = predicate["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
+fn check_inputs(
+    predicate: &Value,
+    registry: Option<&Path>,
+) -> Result<Vec<ArtifactCheck>, CliError> {
+    let deps = predicate["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let cwd = std::env::current_dir().or_input()?;
-    let registry = recorder::registry::Registry::open(&recorder::paths::registry_dir(registry, &cwd)).or_input()?;
+    let registry =
+        recorder::registry::Registry::open(&recorder::paths::registry_dir(registry, &cwd))
+            .or_input()?;
     let mut checks = Vec::new();
     for dep in deps.iter().filter(|d| d["annotations"]["role"].is_string()) {
         let name = dep["name"].as_str().unwrap_or_default().to_string();
-        let Some(path) = dep["uri"].as_str().and_then(|u| u.strip_prefix("file://")).map(PathBuf::from) else {
+        let Some(path) = dep["uri"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("file://"))
+            .map(PathBuf::from)
+        else {
             continue;
         };
         let recorded = dep["digest"]["blake3"].as_str().unwrap_or_default();
         let problem = if !path.exists() {
             Some(format!("input {} is gone", shown(&path)))
         } else {
-            let now = recorder::runner::snapshot_input(&path, &registry, false, false).or_input()?;
+            let now =
+                recorder::runner::snapshot_input(&path, &registry, false, false).or_input()?;
             if now.digest() == recorded {
                 None
             } else {
                 Some(describe_input_change(&registry, dep, &path, &now))
             }
         };
-        checks.push(ArtifactCheck { path: shown(&path), subject: Some(name), problem });
+        checks.push(ArtifactCheck {
+            path: shown(&path),
+            subject: Some(name),
+            problem,
+        });
     }
     Ok(checks)
 }
@@ -402,12 +422,12 @@ fn describe_input_change(
     path: &Path,
     now: &recorder::snapshot::DataSnapshot,
 ) -> String {
-    let object = dep["annotations"]["manifestObject"].as_str().unwrap_or_default();
-    let stored = registry
-        .objects()
-        .get(object)
-        .ok()
-        .and_then(|bytes| recorder::snapshot::DataSnapshot::from_manifest_bytes(path.to_path_buf(), &bytes).ok());
+    let object = dep["annotations"]["manifestObject"]
+        .as_str()
+        .unwrap_or_default();
+    let stored = registry.objects().get(object).ok().and_then(|bytes| {
+        recorder::snapshot::DataSnapshot::from_manifest_bytes(path.to_path_buf(), &bytes).ok()
+    });
     match stored {
         Some(then) => format!("input changed since the run: {}", then.diff(now)),
         None => "input changed since the run (its manifest is not in this registry, so files cannot be named)".into(),
