@@ -82,7 +82,8 @@ pub enum Command {
     /// kept as logs; SIGINT/SIGTERM are forwarded to it and its exit code is passed through.
     /// When it exits 0, every file under --out is a product: OUT/model.sig (OpenSSF model
     /// signature) and OUT/provenance.intoto.json (DSSE, SLSA Provenance v1) are written. A
-    /// failed or interrupted run is recorded in the registry without an attestation.
+    /// failed or interrupted run is recorded in the registry without an attestation. With --json
+    /// the command's stdout is shown on stderr, so stdout carries only the JSON report.
     #[command(
         after_help = "Examples:\n  trainprov run --out out --key keys/signer.key --data data/ -- python train.py --epochs 3\n  \
         trainprov run --out out --key k.key --base models/llama --data d.jsonl --config train.yaml \\\n      \

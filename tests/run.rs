@@ -604,3 +604,15 @@ fn rusqlite_integrity(db: &Path) -> String {
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check")
 }
+
+#[test]
+fn json_report_keeps_stdout_machine_readable() {
+    let ws = example_repo();
+    let run = run_in_repo(&ws, &["--json"], &["sh", "-c", "echo chatter; mkdir -p out && echo w > out/w.bin"])
+        .expect_code(OK, "run --json");
+    let json = run.json();
+    assert_eq!(json["status"], "succeeded");
+    assert_eq!(json["exit_code"], 0);
+    assert_eq!(json["products"][0]["name"], "w.bin");
+    assert!(run.stderr.contains("chatter"), "the command's stdout moves to stderr: {}", run.stderr);
+}

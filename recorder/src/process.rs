@@ -93,11 +93,21 @@ impl ChildOutcome {
     }
 }
 
+/// Where the child's stdout is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// stdout to stdout, stderr to stderr.
+    Normal,
+    /// Both to stderr, keeping the wrapper's stdout free for machine output (`--json`).
+    AllToStderr,
+}
+
 /// Runs `argv` in `cwd`, teeing output into `log_dir`.
 pub fn run_teed(
     argv: &[OsString],
     cwd: &Path,
     log_dir: &Path,
+    screen: Screen,
 ) -> Result<ChildOutcome, ProcessError> {
     let (program, args) = argv.split_first().ok_or(ProcessError::NoCommand)?;
     std::fs::create_dir_all(log_dir).map_err(|source| ProcessError::Log {
@@ -151,7 +161,10 @@ pub fn run_teed(
     };
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
-    let tee_out = std::thread::spawn(move || tee(stdout_pipe, std::io::stdout(), out_file));
+    let tee_out = std::thread::spawn(move || match screen {
+        Screen::Normal => tee(stdout_pipe, std::io::stdout(), out_file),
+        Screen::AllToStderr => tee(stdout_pipe, std::io::stderr(), out_file),
+    });
     let tee_err = std::thread::spawn(move || tee(stderr_pipe, std::io::stderr(), err_file));
     let status = child.wait().map_err(ProcessError::Wait)?;
     let wall = started.elapsed();
@@ -219,6 +232,7 @@ mod tests {
             &sh("echo out; echo err >&2; exit 3"),
             dir.path(),
             &dir.path().join("logs"),
+            Screen::Normal,
         )
         .expect("run");
         assert_eq!(outcome.exit_code, Some(3));
@@ -242,6 +256,7 @@ mod tests {
             &["definitely-not-a-program-xyz".into()],
             dir.path(),
             &dir.path().join("l"),
+            Screen::Normal,
         )
         .expect_err("must fail");
         assert!(

@@ -20,7 +20,7 @@ use crate::git::{capture_code, CodeState};
 use crate::model_tree::{walk, TreeOptions};
 use crate::objects::ObjectStore;
 use crate::paths::hash_cache_path;
-use crate::process::{run_teed, ChildOutcome};
+use crate::process::{run_teed, ChildOutcome, Screen};
 use crate::record::{
     CodeRecord, InputRole, RecordedFile, RecordedInput, RunRecord, RunResult, ATTESTATION_FILE,
     MAX_INLINE_CONFIG,
@@ -62,6 +62,8 @@ pub struct RunSpec {
     pub rehash: bool,
     /// Show progress bars.
     pub progress: bool,
+    /// Where the command's output is shown.
+    pub screen: Screen,
     /// buildType to record.
     pub build_type: String,
     /// Registry `kind` column (`run`, `train`).
@@ -109,6 +111,7 @@ pub struct Prepared {
     argv: Vec<OsString>,
     cwd: PathBuf,
     out: PathBuf,
+    screen: Screen,
     started: std::time::Instant,
 }
 
@@ -344,6 +347,7 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         argv: spec.argv.clone(),
         cwd,
         out,
+        screen: spec.screen,
         started: std::time::Instant::now(),
     })
 }
@@ -411,10 +415,11 @@ pub fn execute(prepared: Prepared, registry: &Registry) -> Result<Finished, RunE
         argv,
         cwd,
         out,
+        screen,
         started,
     } = prepared;
     let log_dir = registry.run_dir(&record.id);
-    let outcome = run_teed(&argv, &cwd, &log_dir)?;
+    let outcome = run_teed(&argv, &cwd, &log_dir, screen)?;
     record.finished_on = now_rfc3339();
     let wall_seconds = started
         .elapsed()

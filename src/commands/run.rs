@@ -12,6 +12,7 @@ use recorder::atomic::write_atomic;
 use recorder::file_digest::sha256_file;
 use recorder::model_tree::{hash_model_dir, TreeOptions};
 use recorder::paths::registry_dir;
+use recorder::process::Screen;
 use recorder::record::{InputRole, ATTESTATION_FILE, RUN_BUILD_TYPE};
 use recorder::registry::Registry;
 use recorder::runner::{execute, finalize, mark_failed, prepare, Finished, RunError, RunSpec};
@@ -42,6 +43,11 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         params,
         rehash: args.rehash,
         progress: !args.global.json,
+        screen: if args.global.json {
+            Screen::AllToStderr
+        } else {
+            Screen::Normal
+        },
         build_type: RUN_BUILD_TYPE.into(),
         kind: "run".into(),
         versions: versions(),
