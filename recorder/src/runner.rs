@@ -149,8 +149,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// Stores a file in the object store and describes it.
-fn record_file(
+/// Stores a file in the object store and describes it (`inline`: keep small UTF-8 text for
+/// `externalParameters`).
+pub fn record_file(
     objects: &ObjectStore,
     name: &str,
     path: &Path,
@@ -410,16 +411,26 @@ fn find_lock_files(
 
 /// Step 2: run the command, then capture the environment, logs and (on success) the products.
 pub fn execute(prepared: Prepared, registry: &Registry) -> Result<Finished, RunError> {
+    let log_dir = registry.run_dir(prepared.id());
+    let outcome = run_teed(&prepared.argv, &prepared.cwd, &log_dir, prepared.screen)?;
+    complete(prepared, registry, outcome)
+}
+
+/// Step 2 for work that ran some other way (the built-in trainer runs in-process): record the
+/// environment, the logs named in `outcome` and, on success, the products.
+pub fn complete(
+    prepared: Prepared,
+    registry: &Registry,
+    outcome: ChildOutcome,
+) -> Result<Finished, RunError> {
     let Prepared {
         mut record,
         argv,
-        cwd,
         out,
-        screen,
         started,
+        ..
     } = prepared;
     let log_dir = registry.run_dir(&record.id);
-    let outcome = run_teed(&argv, &cwd, &log_dir, screen)?;
     record.finished_on = now_rfc3339();
     let wall_seconds = started
         .elapsed()
