@@ -93,6 +93,22 @@ pub enum Command {
     Run(RunArgs),
     /// Inspect the registry of recorded runs.
     Registry(RegistryArgs),
+    /// Fine-tune with the built-in, deterministic LoRA trainer, recorded and signed like `run`.
+    ///
+    /// CONFIG.toml names the base model, the data and the LoRA and optimizer settings (run
+    /// `trainprov train --print-config` for every field with its default). The base model, the
+    /// data and any starting adapter are snapshotted, the code and config are recorded, the
+    /// trainer's own internals (seed, generator, threads, ISA level, candle version, dtype,
+    /// device) go into the attestation, and the loss trace with periodic weight digests is kept
+    /// as a byproduct so a replay can say where it diverged.
+    #[command(after_help = "Examples:\n  trainprov train examples/tiny-llama/train.toml --key keys/signer.key\n  \
+        trainprov train train.toml --key k.key --out runs/adapter-v2 --device cuda:0\n  \
+        trainprov train --print-config > train.toml")]
+    Train(TrainArgs),
+    /// Mean loss of a base model, with or without an adapter, on a JSONL file (same masking as
+    /// training).
+    #[command(after_help = "Example:\n  trainprov eval --base examples/tiny-llama/base --adapter out --data examples/tiny-llama/data")]
+    Eval(EvalArgs),
 }
 
 /// Options every command takes.
@@ -270,4 +286,52 @@ pub enum RegistryCommand {
         #[arg(value_name = "RUN")]
         run: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The training config (TOML).
+    #[arg(value_name = "CONFIG.toml", required_unless_present = "print_config")]
+    pub config: Option<PathBuf>,
+    /// Private key to sign the result with. Repeat to co-sign.
+    #[arg(long = "key", value_name = "KEY", required_unless_present = "print_config")]
+    pub keys: Vec<PathBuf>,
+    /// Output directory [default: the config's output.dir].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N [default: the config's output.device, else cpu].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Registry directory [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+    /// Print a config with every field and its default, then exit.
+    #[arg(long)]
+    pub print_config: bool,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Base model directory (Hugging Face layout).
+    #[arg(long, value_name = "DIR")]
+    pub base: PathBuf,
+    /// PEFT LoRA adapter directory to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// JSONL file (or directory of *.jsonl shards) of {"prompt","completion"} or {"text"}.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Tokens per example.
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }

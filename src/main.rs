@@ -46,6 +46,8 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => (args.global.json, commands::snapshot::run(&args)),
         Command::Run(args) => (args.global.json, commands::run::run(&args)),
         Command::Registry(args) => (args.global.json, commands::registry::run(&args)),
+        Command::Train(args) => (args.global.json, commands::train::run(&args)),
+        Command::Eval(args) => (args.global.json, commands::eval::run(&args)),
     };
     match result {
         Ok(report) => {

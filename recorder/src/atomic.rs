@@ -11,7 +11,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut file = tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    // tempfile creates files with mode 0600; records and signatures are meant to be shared.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut file = builder
         .prefix(".trainprov-")
         .tempfile_in(&dir)?;
     file.write_all(bytes)?;

@@ -1,11 +1,13 @@
 //! One module per subcommand.
 
 pub mod attest;
+pub mod eval;
 pub mod keygen;
 pub mod registry;
 pub mod run;
 pub mod sign_model;
 pub mod snapshot;
+pub mod train;
 pub mod verify;
 
 use std::path::Path;

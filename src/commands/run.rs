@@ -151,7 +151,7 @@ pub fn versions() -> BTreeMap<String, String> {
 }
 
 /// Writes OUT/model.sig and OUT/provenance.intoto.json; returns the attestation path and SHA-256.
-fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, String), CliError> {
+pub fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, String), CliError> {
     let out = &finished.out;
     let statement = finished.record.to_statement();
     statement.check_subject_digests().or_input()?;
@@ -182,7 +182,7 @@ fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, S
     Ok((path, sha))
 }
 
-fn report(finished: &Finished, id: &str, attestation: Option<PathBuf>, registry: &Path) -> Report {
+pub fn report(finished: &Finished, id: &str, attestation: Option<PathBuf>, registry: &Path) -> Report {
     let outcome = &finished.outcome;
     let code = outcome.pass_through_code();
     let status = if outcome.succeeded() {

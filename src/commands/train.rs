@@ -1,0 +1,233 @@
+//! `trainprov train CONFIG.toml`: the built-in LoRA trainer, in-process, recorded like `run`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::anyhow;
+use attest::keyfile::load_signing_key;
+use recorder::paths::registry_dir;
+use recorder::process::{ChildOutcome, Screen};
+use recorder::record::InputRole;
+use recorder::registry::Registry;
+use recorder::runner::{complete, finalize, mark_failed, prepare, record_file, Finished, RunSpec};
+use serde_json::json;
+use trainer::config::{resolve_path, TrainConfig, DEFAULT_TOML};
+use trainer::{StepReport, TrainOutcome};
+
+use crate::cli::TrainArgs;
+use crate::commands::run::{report, sign_products, versions};
+use crate::commands::shown;
+use crate::exit::{CliError, OrInput as _};
+use crate::Report;
+
+/// Trains, records and signs.
+pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
+    if args.print_config {
+        return Ok(Report::ok(DEFAULT_TOML.to_string(), json!({"status": "ok", "config": DEFAULT_TOML})));
+    }
+    let config_path = args.config.clone().ok_or_else(|| CliError::input(anyhow!("CONFIG.toml is required")))?;
+    let keys = args.keys.iter().map(|k| load_signing_key(k)).collect::<Result<Vec<_>, _>>().or_input()?;
+    let mut config = TrainConfig::from_file(&config_path).or_input()?;
+    let config_dir = config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    apply_overrides(&mut config, args, &config_dir)?;
+    config.validate().map_err(|m| CliError::input(anyhow!("{}: {m}", shown(&config_path))))?;
+    let out = resolve_path(&config_dir, &config.output.dir);
+
+    let cwd = std::env::current_dir().or_input()?;
+    let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
+    let spec = RunSpec {
+        argv: argv_of(args),
+        out: out.clone(),
+        inputs: inputs_of(&config, &config_dir),
+        configs: vec![config_path.clone()],
+        params: params_of(&config),
+        rehash: false,
+        progress: !args.global.json,
+        screen: Screen::Normal,
+        build_type: trainer::BUILD_TYPE.into(),
+        kind: "train".into(),
+        versions: trainer_versions(),
+    };
+    let prepared = prepare(&spec, &mut registry).or_input()?;
+    let id = prepared.id().to_string();
+    eprintln!("trainprov: run {id} training into {} (recorded in {})", shown(&out), shown(registry.dir()));
+    let log_dir = registry.run_dir(&id);
+    let (outcome, trained) = match train_in_process(&config, &config_dir, &log_dir, args.global.json) {
+        Ok(pair) => pair,
+        Err(err) => {
+            let _ = mark_failed(&mut registry, &id, Some(1));
+            return Err(CliError::input(anyhow!("{err} (run {id} recorded as failed)")));
+        }
+    };
+    let mut finished = complete(prepared, &registry, outcome).or_input()?;
+    add_trainer_record(&mut finished, &trained, &registry)?;
+    let attestation = Some(sign_products(&finished, &keys)?);
+    finalize(&mut registry, &finished, attestation.clone()).or_input()?;
+    let mut report = report(&finished, &id, attestation.map(|(p, _)| p), registry.dir());
+    report.human = format!(
+        "trained {} steps ({} mode), final loss {:.4}\n{}",
+        trained.steps, trained.mode, trained.final_loss, report.human
+    );
+    report.json["training"] = json!(trained);
+    Ok(report)
+}
+
+fn apply_overrides(config: &mut TrainConfig, args: &TrainArgs, config_dir: &Path) -> Result<(), CliError> {
+    if let Some(out) = &args.out {
+        // --out is relative to the current directory, config paths to the config's directory.
+        let absolute = std::path::absolute(out).or_input()?;
+        config.output.dir = absolute;
+    }
+    if let Some(device) = &args.device {
+        config.output.device = device.clone();
+    }
+    for (name, path) in [("model.base", &config.model.base), ("data.path", &config.data.path)] {
+        let resolved = resolve_path(config_dir, path);
+        if !resolved.exists() {
+            return Err(CliError::input(anyhow!("{}: {name} = {} does not exist", shown(&resolved), shown(path))));
+        }
+    }
+    Ok(())
+}
+
+fn argv_of(args: &TrainArgs) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec!["trainprov".into(), "train".into()];
+    if let Some(config) = &args.config {
+        argv.push(config.clone().into_os_string());
+    }
+    if let Some(out) = &args.out {
+        argv.extend(["--out".into(), out.clone().into_os_string()]);
+    }
+    if let Some(device) = &args.device {
+        argv.extend(["--device".into(), device.into()]);
+    }
+    argv
+}
+
+fn inputs_of(config: &TrainConfig, config_dir: &Path) -> Vec<(InputRole, PathBuf)> {
+    let mut inputs = vec![(InputRole::Base, resolve_path(config_dir, &config.model.base))];
+    if let Some(adapter) = &config.model.adapter {
+        inputs.push((InputRole::Adapter, resolve_path(config_dir, adapter)));
+    }
+    inputs.push((InputRole::Data, resolve_path(config_dir, &config.data.path)));
+    inputs
+}
+
+/// The resolved config, flattened to `section.key = value` hyperparameters.
+fn params_of(config: &TrainConfig) -> BTreeMap<String, String> {
+    let mut params = BTreeMap::new();
+    if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(config) {
+        for (section, fields) in sections {
+            if let serde_json::Value::Object(fields) = fields {
+                for (key, value) in fields {
+                    let text = match value {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    params.insert(format!("{section}.{key}"), text);
+                }
+            }
+        }
+    }
+    params
+}
+
+fn trainer_versions() -> BTreeMap<String, String> {
+    let mut v = versions();
+    v.insert("candle".into(), trainer::platform::CANDLE_VERSION.into());
+    v
+}
+
+/// Runs the trainer with a progress bar, logging every step to `log_dir/stdout.log`.
+fn train_in_process(
+    config: &TrainConfig,
+    config_dir: &Path,
+    log_dir: &Path,
+    quiet: bool,
+) -> anyhow::Result<(ChildOutcome, TrainOutcome)> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(log_dir)?;
+    let stdout_log = log_dir.join("stdout.log");
+    let stderr_log = log_dir.join("stderr.log");
+    let mut log = std::fs::File::create(&stdout_log)?;
+    std::fs::File::create(&stderr_log)?;
+    let bar = progress_bar(quiet);
+    let started = Instant::now();
+    let mut observer = |step: &StepReport| {
+        if bar.length() != Some(step.total_steps as u64) {
+            bar.set_length(step.total_steps as u64);
+        }
+        let rate = step.step as f64 / step.elapsed.as_secs_f64().max(1e-9);
+        bar.set_position(step.step as u64);
+        bar.set_message(format!("loss {:.4}  {rate:.1} steps/s", step.loss));
+        let _ = writeln!(log, "step {} loss {:.6} lr {:.3e} grad_norm {:.4}", step.step, step.loss, step.lr, step.grad_norm);
+    };
+    let result = trainer::train(config, config_dir, &mut observer);
+    bar.finish_and_clear();
+    let trained = result?;
+    let _ = writeln!(log, "final loss {:.6} after {} steps", trained.final_loss, trained.steps);
+    log.sync_all()?;
+    let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .ok()
+        .map(|u| u.max_rss().max(0) as u64 * 1024);
+    let outcome = ChildOutcome {
+        exit_code: Some(0),
+        signal: None,
+        forwarded_signal: None,
+        wall: started.elapsed(),
+        peak_rss_bytes: peak,
+        stdout_log,
+        stderr_log,
+    };
+    Ok((outcome, trained))
+}
+
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}]") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Adds the trainer's internals to `internalParameters` and the loss trace to the byproducts;
+/// a metrics file inside the output directory is moved out so it is not a product.
+fn add_trainer_record(finished: &mut Finished, trained: &TrainOutcome, registry: &Registry) -> Result<(), CliError> {
+    let metrics = &trained.metrics_file;
+    if metrics.is_file() {
+        let file = record_file(registry.objects(), "metrics.jsonl", metrics, false).or_input()?;
+        finished.record.byproducts.push(file);
+        let out = finished.out.clone();
+        if metrics.starts_with(&out) {
+            std::fs::remove_file(metrics).or_input()?;
+            finished.record.products.retain(|p| out.join(&p.name) != *metrics);
+        }
+    }
+    let internal = finished.record.internal.as_object_mut();
+    if let Some(map) = internal {
+        map.insert(
+            "trainer".into(),
+            json!({
+                "mode": trained.mode,
+                "seed": trained.seed,
+                "rngAlgorithm": trained.rng_algorithm,
+                "threads": trained.threads,
+                "elementwiseThreads": trained.elementwise_threads,
+                "isa": trained.isa,
+                "candleVersion": trained.candle_version,
+                "gemm": trained.gemm,
+                "dtype": trained.dtype,
+                "device": trained.device,
+                "dataOrderDigest": trained.data_order_digest,
+                "finalWeightsBlake3": trained.final_weights_blake3,
+                "steps": trained.steps,
+            }),
+        );
+    }
+    Ok(())
+}
