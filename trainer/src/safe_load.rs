@@ -437,7 +437,7 @@ pub enum LoadError {
     },
     /// The file changed between header validation and reading the data.
     #[error("the file changed while it was read; retry once nothing else writes it")]
-    Changed,
+    FileChanged,
 }
 
 impl PartialEq for LoadError {
@@ -596,7 +596,7 @@ pub fn validate_safetensors(path: &Path) -> Result<SafetensorsHeader, LoadError>
             .read_to_end(&mut header)
             .map_err(io)?;
         if (header.len() as u64) < header_len {
-            return Err(LoadError::Changed);
+            return Err(LoadError::FileChanged);
         }
         parse_header(header_len, &header, total)
     });
@@ -638,7 +638,7 @@ pub fn load_safetensors(
         .map_err(io)?;
     let fresh = validate_safetensors_bytes(&bytes).map_err(|e| e.in_file(path))?;
     if fresh != header {
-        return Err(LoadError::Changed.in_file(path));
+        return Err(LoadError::FileChanged.in_file(path));
     }
     build_tensors(&fresh, &bytes, device).map_err(|e| e.in_file(path))
 }
@@ -653,7 +653,7 @@ fn build_tensors(
     for info in &header.tensors {
         let raw = bytes
             .get(data_start + info.offsets.0..data_start + info.offsets.1)
-            .ok_or(LoadError::Changed)?;
+            .ok_or(LoadError::FileChanged)?;
         let shape = info.shape.as_slice();
         let built = match info.dtype.as_str() {
             "F32" => Tensor::from_vec(le::<4, f32>(raw, f32::from_le_bytes), shape, device),
