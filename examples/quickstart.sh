@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# trainprov's main job on the embedded example, start to finish:
-#   record a real training run (examples/wrap-python) with `trainprov run`, verify its signed
-#   provenance and model signature, list it in the registry, then show that a data file changed
-#   after the run is caught and named.
+# trainprov's main job on the embedded examples, start to finish:
+#   1. fine-tune the embedded tiny-llama base with the built-in LoRA trainer (`trainprov train`),
+#      verify the signed result, and compare the loss with and without the adapter;
+#   2. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
+#      it, and show that a data file changed after the run is caught and named.
 # Works in a scratch git repository (WORK=... to choose where); the checkout is not modified.
 # Usage: bash examples/quickstart.sh
 set -euo pipefail
@@ -16,11 +17,14 @@ trainprov="$root/target/release/trainprov"
 work="${WORK:-$(mktemp -d -t trainprov-quickstart.XXXXXX)}"
 mkdir -p "$work"
 rm -rf "$work/project" "$work/keys"
-cp -r examples/wrap-python "$work/project"
+mkdir -p "$work/project"
+cp -r examples/wrap-python "$work/project/wrap-python"
+mkdir -p "$work/project/tiny-llama"
+cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub} "$work/project/tiny-llama/"
 cd "$work/project"
 git -c init.defaultBranch=main init -q
 git add .
-git -c user.name=quickstart -c user.email=quickstart@example.invalid commit -qm "wrap-python example"
+git -c user.name=quickstart -c user.email=quickstart@example.invalid commit -qm "examples"
 
 step() {
   echo
@@ -28,26 +32,40 @@ step() {
   "$trainprov" "$@"
 }
 
+echo
+echo "==> 0. a signing key, and the embedded base model's own provenance"
 step keygen --out ../keys/signer
-step run --out out --key ../keys/signer.key --data data --config train.toml --param epochs=200 \
+step verify tiny-llama/base/provenance.intoto.json --key tiny-llama/base-signer.pub --model-dir tiny-llama/base
+
+echo
+echo "==> 1. fine-tune the embedded base with the built-in trainer, then verify"
+step train tiny-llama/train.toml --key ../keys/signer.key --out adapter
+step verify adapter/provenance.intoto.json --key ../keys/signer.pub --model-dir adapter --inputs
+step verify adapter/model.sig --key ../keys/signer.pub
+step eval --base tiny-llama/base --data tiny-llama/data --seq-len 48
+step eval --base tiny-llama/base --adapter adapter --data tiny-llama/data --seq-len 48
+
+echo
+echo "==> 2. record a wrapped training script, then verify it"
+cd wrap-python
+step run --out out --key ../../keys/signer.key --data data --config train.toml --param epochs=200 \
   -- python3 train.py --data data --out out --epochs 200
-step verify out/provenance.intoto.json --key ../keys/signer.pub --model-dir out --inputs
-step verify out/model.sig --key ../keys/signer.pub
+step verify out/provenance.intoto.json --key ../../keys/signer.pub --model-dir out --inputs
 step registry list
 
 venv="${TRAINPROV_VENV:-$root/.venv}"
 if [[ -x "$venv/bin/model_signing" ]]; then
   echo
   echo "==> independent check with OpenSSF model_signing (from $venv)"
-  echo "\$ model_signing verify key out --signature out/model.sig --public_key ../keys/signer.pub"
-  "$venv/bin/model_signing" verify key out --signature out/model.sig --public_key ../keys/signer.pub
+  echo "\$ model_signing verify key out --signature out/model.sig --public_key ../../keys/signer.pub"
+  "$venv/bin/model_signing" verify key out --signature out/model.sig --public_key ../../keys/signer.pub
 fi
 
 echo
 echo "==> a data shard changes after the run; verification must now fail (exit 1) and name it"
 echo "0.1,0.2,0.3,0.4,1" >> data/part-001.csv
 set +e
-"$trainprov" verify out/provenance.intoto.json --key ../keys/signer.pub --inputs
+"$trainprov" verify out/provenance.intoto.json --key ../../keys/signer.pub --inputs
 code=$?
 set -e
 if [[ $code -ne 1 ]]; then

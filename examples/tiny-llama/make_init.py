@@ -3,17 +3,14 @@
 
 - init/tokenizer.json: a character-level tokenizer in the Hugging Face `tokenizers` format (a BPE
   model without merges over every character of the corpus, plus <pad>, <s>, </s>, <unk>);
-- init/config.json: a Llama config (2 layers, hidden 128, 4 heads, 2 KV heads, SwiGLU 352);
-- init/model.safetensors: weights drawn from a seeded normal(0, 0.02) (norms = 1), the usual
-  Llama initialisation, in float32.
+- init/config.json: a Llama config (2 layers, hidden 128, 4 heads, 2 KV heads, SwiGLU 352).
 
-`trainprov train pretrain.toml` then trains every weight (mode = "full") into base/.
+There are no weights here: `trainprov train pretrain.toml` draws them from its own seeded
+generator (`init = "random"`) and trains every one of them (mode = "full") into base/.
     python3 examples/tiny-llama/make_init.py
 """
 import json
 import os
-import random
-import struct
 
 here = os.path.dirname(os.path.abspath(__file__))
 out = os.path.join(here, "init")
@@ -65,32 +62,4 @@ with open(os.path.join(out, "config.json"), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
     f.write("\n")
 
-rng = random.Random(20261121)
-shapes = {"model.embed_tokens.weight": [VOCAB, HIDDEN], "model.norm.weight": [HIDDEN],
-          "lm_head.weight": [VOCAB, HIDDEN]}
-for i in range(LAYERS):
-    p = f"model.layers.{i}."
-    shapes[p + "self_attn.q_proj.weight"] = [HEADS * HEAD_DIM, HIDDEN]
-    shapes[p + "self_attn.k_proj.weight"] = [KV * HEAD_DIM, HIDDEN]
-    shapes[p + "self_attn.v_proj.weight"] = [KV * HEAD_DIM, HIDDEN]
-    shapes[p + "self_attn.o_proj.weight"] = [HIDDEN, HEADS * HEAD_DIM]
-    shapes[p + "mlp.gate_proj.weight"] = [INTER, HIDDEN]
-    shapes[p + "mlp.up_proj.weight"] = [INTER, HIDDEN]
-    shapes[p + "mlp.down_proj.weight"] = [HIDDEN, INTER]
-    shapes[p + "input_layernorm.weight"] = [HIDDEN]
-    shapes[p + "post_attention_layernorm.weight"] = [HIDDEN]
-header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-for name in sorted(shapes):
-    count = 1
-    for d in shapes[name]:
-        count *= d
-    values = [1.0] * count if name.endswith("norm.weight") else [rng.gauss(0.0, 0.02) for _ in range(count)]
-    data = struct.pack(f"<{count}f", *values)
-    header[name] = {"dtype": "F32", "shape": shapes[name], "data_offsets": [offset, offset + len(data)]}
-    blobs.append(data)
-    offset += len(data)
-text = json.dumps(header, separators=(",", ":")).encode()
-text += b" " * (-len(text) % 8)
-with open(os.path.join(out, "model.safetensors"), "wb") as f:
-    f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-print(f"vocab {VOCAB}, {offset // 4} parameters")
+print(f"vocab {VOCAB}")

@@ -198,11 +198,11 @@ fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
 /// Adds the trainer's internals to `internalParameters` and the loss trace to the byproducts;
 /// a metrics file inside the output directory is moved out so it is not a product.
 fn add_trainer_record(finished: &mut Finished, trained: &TrainOutcome, registry: &Registry) -> Result<(), CliError> {
-    let metrics = &trained.metrics_file;
+    let metrics = &std::path::absolute(&trained.metrics_file).or_input()?;
     if metrics.is_file() {
         let file = record_file(registry.objects(), "metrics.jsonl", metrics, false).or_input()?;
         finished.record.byproducts.push(file);
-        let out = finished.out.clone();
+        let out = std::path::absolute(&finished.out).or_input()?;
         if metrics.starts_with(&out) {
             std::fs::remove_file(metrics).or_input()?;
             finished.record.products.retain(|p| out.join(&p.name) != *metrics);

@@ -304,7 +304,8 @@ base = "base"            # required: Hugging Face model directory (config.json, 
 init = "pretrained"      # "pretrained" (load weights) or "random" (train.mode = "full" only)
 
 [data]
-path = "train.jsonl"     # required: JSONL, {"prompt","completion"} or {"text"} per line
+path = "train.jsonl"     # required: JSONL, {"prompt","completion"} or {"text"} per line,
+                         # or a directory of *.jsonl shards (read in name order)
 
 [lora]
 r = 8
@@ -390,7 +391,8 @@ pub enum Init {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Required. A JSONL file: one `{"prompt": .., "completion": ..}` or `{"text": ..}` per line.
+    /// Required. A JSONL file: one `{"prompt": .., "completion": ..}` or `{"text": ..}` per line;
+    /// or a directory, whose `*.jsonl` files (shards) are read in name order as one dataset.
     pub path: PathBuf,
 }
 

@@ -176,8 +176,48 @@ pub struct Dataset {
     pub truncated: usize,
 }
 
-/// Reads and tokenizes a JSONL file (see the module doc).
+/// Reads and tokenizes a JSONL file, or every `*.jsonl` file of a directory in name order
+/// (dataset shards), as one dataset (see the module doc).
 pub fn load_jsonl(
+    path: &Path,
+    tok: &TextTokenizer,
+    seq_len: usize,
+    vocab_size: usize,
+) -> Result<Dataset, TrainerError> {
+    if !path.is_dir() {
+        return load_jsonl_file(path, tok, seq_len, vocab_size);
+    }
+    let mut shards: Vec<std::path::PathBuf> = fs_err::read_dir(path)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        return Err(TrainerError::Data {
+            file: path.to_path_buf(),
+            line: 0,
+            message: "directory holds no *.jsonl files".into(),
+        });
+    }
+    let mut dataset: Option<Dataset> = None;
+    for shard in &shards {
+        let part = load_jsonl_file(shard, tok, seq_len, vocab_size)?;
+        match dataset.as_mut() {
+            None => dataset = Some(part),
+            Some(all) => {
+                all.examples.extend(part.examples);
+                all.truncated += part.truncated;
+            }
+        }
+    }
+    let mut dataset = dataset.expect("at least one shard was read");
+    dataset.path = path.to_path_buf();
+    Ok(dataset)
+}
+
+/// Reads and tokenizes one JSONL file.
+fn load_jsonl_file(
     path: &Path,
     tok: &TextTokenizer,
     seq_len: usize,
