@@ -82,6 +82,17 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (snapshot_blake3, path)
     ) WITHOUT ROWID;
     CREATE INDEX manifest_entries_by_file ON manifest_entries(file_blake3);",
+    // v2: how a run relates to an earlier one (`trainprov retrain`).
+    "CREATE TABLE run_relations (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        relation TEXT NOT NULL CHECK (relation IN ('reproduction-of', 'retrained-without')),
+        original_run_id TEXT,
+        original_statement_sha256 TEXT NOT NULL,
+        excluded_json TEXT,
+        outcome TEXT,
+        PRIMARY KEY (run_id, relation)
+    );
+    CREATE INDEX run_relations_by_original ON run_relations(original_run_id);",
 ];
 
 /// Registry errors; messages name the database.
@@ -204,6 +215,23 @@ pub struct InputManifest {
     pub snapshot: String,
     /// Its regular files.
     pub files: Vec<ManifestRow>,
+}
+
+/// How a run relates to an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRelation {
+    /// The new run.
+    pub run_id: String,
+    /// `reproduction-of` or `retrained-without`.
+    pub relation: String,
+    /// The earlier run, when it is in this registry.
+    pub original_run_id: Option<String>,
+    /// SHA-256 of the earlier run's attestation file.
+    pub original_statement_sha256: String,
+    /// Files left out (`retrained-without`).
+    pub excluded: Vec<String>,
+    /// The replay's verdict.
+    pub outcome: Option<String>,
 }
 
 /// What is known when a run ends.
@@ -504,6 +532,62 @@ impl Registry {
                     blake3: r.get(5)?,
                     size: r.get::<_, Option<i64>>(6)?.map(|s| s as u64),
                     object: r.get(7)?,
+                })
+            })
+            .map_err(self.sql_err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
+    }
+
+    /// Records that `run_id` reproduces (or retrains without some files) an earlier run.
+    /// `outcome` is the replay's verdict (`identical`, `differs`, ...).
+    pub fn add_relation(&mut self, relation: &RunRelation) -> Result<(), RegistryError> {
+        let path = self.db_path.clone();
+        let err = move |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO run_relations
+                 (run_id, relation, original_run_id, original_statement_sha256, excluded_json, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                relation.run_id,
+                relation.relation,
+                relation.original_run_id,
+                relation.original_statement_sha256,
+                serde_json::to_string(&relation.excluded).unwrap_or_default(),
+                relation.outcome,
+            ],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// Relations recorded for a run (as the new run).
+    pub fn relations_of(&self, run_id: &str) -> Result<Vec<RunRelation>, RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, relation, original_run_id, original_statement_sha256, excluded_json, outcome
+                 FROM run_relations WHERE run_id = ?1 ORDER BY relation",
+            )
+            .map_err(self.sql_err())?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                let excluded: Option<String> = r.get(4)?;
+                Ok(RunRelation {
+                    run_id: r.get(0)?,
+                    relation: r.get(1)?,
+                    original_run_id: r.get(2)?,
+                    original_statement_sha256: r.get(3)?,
+                    excluded: excluded
+                        .and_then(|e| serde_json::from_str(&e).ok())
+                        .unwrap_or_default(),
+                    outcome: r.get(5)?,
                 })
             })
             .map_err(self.sql_err())?;
