@@ -109,6 +109,17 @@ pub fn run_teed(
     log_dir: &Path,
     screen: Screen,
 ) -> Result<ChildOutcome, ProcessError> {
+    run_teed_with_env(argv, cwd, log_dir, screen, &[])
+}
+
+/// [`run_teed`] with environment changes: `(name, Some(value))` sets, `(name, None)` removes.
+pub fn run_teed_with_env(
+    argv: &[OsString],
+    cwd: &Path,
+    log_dir: &Path,
+    screen: Screen,
+    env: &[(String, Option<String>)],
+) -> Result<ChildOutcome, ProcessError> {
     let (program, args) = argv.split_first().ok_or(ProcessError::NoCommand)?;
     std::fs::create_dir_all(log_dir).map_err(|source| ProcessError::Log {
         path: log_dir.to_path_buf(),
@@ -128,6 +139,12 @@ pub fn run_teed(
     let signal_handle = signals.handle();
     let started = Instant::now();
     let mut command = Command::new(program);
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
     command
         .args(args)
         .current_dir(cwd)

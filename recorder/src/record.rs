@@ -165,6 +165,8 @@ pub struct RunRecord {
     pub byproducts: Vec<RecordedFile>,
     /// Component → version for `runDetails.builder.version`.
     pub versions: BTreeMap<String, String>,
+    /// Further `resolvedDependencies`: the original attestation a retrain reproduces.
+    pub related: Vec<ResourceDescriptor>,
 }
 
 fn descriptor(file: &RecordedFile, prefix: &str) -> ResourceDescriptor {
@@ -262,6 +264,7 @@ impl RunRecord {
         }
         deps.extend(self.configs.iter().map(|c| descriptor(c, "config:")));
         deps.extend(self.lock_files.iter().map(|l| descriptor(l, "lockfile:")));
+        deps.extend(self.related.iter().cloned());
         deps
     }
 

@@ -20,7 +20,7 @@ use crate::git::{capture_code, CodeState};
 use crate::model_tree::{walk, TreeOptions};
 use crate::objects::ObjectStore;
 use crate::paths::hash_cache_path;
-use crate::process::{run_teed, ChildOutcome, Screen};
+use crate::process::{run_teed_with_env, ChildOutcome, Screen};
 use crate::record::{
     CodeRecord, InputRole, RecordedFile, RecordedInput, RunRecord, RunResult, ATTESTATION_FILE,
     MAX_INLINE_CONFIG,
@@ -70,6 +70,12 @@ pub struct RunSpec {
     pub kind: String,
     /// Component versions for the builder.
     pub versions: BTreeMap<String, String>,
+    /// Working directory [default: the current directory].
+    pub cwd: Option<PathBuf>,
+    /// Environment changes for the command: `Some` sets, `None` removes.
+    pub env: Vec<(String, Option<String>)>,
+    /// Extra `resolvedDependencies` (e.g. the attestation a retrain reproduces).
+    pub related: Vec<attest::statement::ResourceDescriptor>,
 }
 
 /// Errors while recording; each says which file or step failed.
@@ -112,6 +118,7 @@ pub struct Prepared {
     cwd: PathBuf,
     out: PathBuf,
     screen: Screen,
+    env: Vec<(String, Option<String>)>,
     started: std::time::Instant,
 }
 
@@ -237,7 +244,10 @@ pub fn manifest_rows(snapshot: &DataSnapshot) -> Vec<ManifestRow> {
 pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunError> {
     let started_on = now_rfc3339();
     let id = uuid::Uuid::new_v4().to_string();
-    let cwd = std::env::current_dir().map_err(io_err(Path::new(".")))?;
+    let cwd = match &spec.cwd {
+        Some(dir) => std::path::absolute(dir).map_err(io_err(dir))?,
+        None => std::env::current_dir().map_err(io_err(Path::new(".")))?,
+    };
     let out = std::path::absolute(&spec.out).map_err(io_err(&spec.out))?;
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     remove_stale_attestation(&out)?;
@@ -330,6 +340,7 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         products: Vec::new(),
         byproducts: Vec::new(),
         versions: spec.versions.clone(),
+        related: spec.related.clone(),
     };
     registry.begin_run(&NewRun {
         id,
@@ -349,6 +360,7 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         cwd,
         out,
         screen: spec.screen,
+        env: spec.env.clone(),
         started: std::time::Instant::now(),
     })
 }
@@ -412,7 +424,13 @@ fn find_lock_files(
 /// Step 2: run the command, then capture the environment, logs and (on success) the products.
 pub fn execute(prepared: Prepared, registry: &Registry) -> Result<Finished, RunError> {
     let log_dir = registry.run_dir(prepared.id());
-    let outcome = run_teed(&prepared.argv, &prepared.cwd, &log_dir, prepared.screen)?;
+    let outcome = run_teed_with_env(
+        &prepared.argv,
+        &prepared.cwd,
+        &log_dir,
+        prepared.screen,
+        &prepared.env,
+    )?;
     complete(prepared, registry, outcome)
 }
 

@@ -51,6 +51,9 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         build_type: RUN_BUILD_TYPE.into(),
         kind: "run".into(),
         versions: versions(),
+        cwd: None,
+        env: Vec::new(),
+        related: Vec::new(),
     };
     let prepared = prepare(&spec, &mut registry).or_input()?;
     let id = prepared.id().to_string();

@@ -33,45 +33,99 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
     let config_dir = config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     apply_overrides(&mut config, args, &config_dir)?;
     config.validate().map_err(|m| CliError::input(anyhow!("{}: {m}", shown(&config_path))))?;
-    let out = resolve_path(&config_dir, &config.output.dir);
 
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
-    let spec = RunSpec {
+    let job = TrainJob {
+        config: &config,
+        config_dir: &config_dir,
+        config_path: &config_path,
         argv: argv_of(args),
+        related: Vec::new(),
+        quiet: args.global.json,
+    };
+    let trained = train_and_record(&job, &keys, &mut registry)?;
+    Ok(trained.report(registry.dir()))
+}
+
+/// A training run to record.
+pub struct TrainJob<'a> {
+    /// The resolved config.
+    pub config: &'a TrainConfig,
+    /// Directory its relative paths resolve against.
+    pub config_dir: &'a Path,
+    /// The config file (stored as a config input).
+    pub config_path: &'a Path,
+    /// The command line to record.
+    pub argv: Vec<OsString>,
+    /// Extra resolvedDependencies.
+    pub related: Vec<attest::statement::ResourceDescriptor>,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// A recorded, signed training run.
+pub struct Trained {
+    /// Run id.
+    pub id: String,
+    /// The record.
+    pub finished: Finished,
+    /// What the trainer reported.
+    pub outcome: TrainOutcome,
+    /// The attestation written and its SHA-256.
+    pub attestation: (PathBuf, String),
+}
+
+impl Trained {
+    /// The command's report.
+    pub fn report(&self, registry: &Path) -> Report {
+        let mut report = report(&self.finished, &self.id, Some(self.attestation.0.clone()), registry);
+        report.human = format!(
+            "trained {} steps ({} mode), final loss {:.4}\n{}",
+            self.outcome.steps, self.outcome.mode, self.outcome.final_loss, report.human
+        );
+        report.json["training"] = json!(self.outcome);
+        report
+    }
+}
+
+/// Records, trains in-process, signs and finalises: `trainprov train` and the trainer branch of
+/// `trainprov retrain`.
+pub fn train_and_record(job: &TrainJob<'_>, keys: &[attest::keys::SigningKey], registry: &mut Registry) -> Result<Trained, CliError> {
+    let config = job.config;
+    let out = resolve_path(job.config_dir, &config.output.dir);
+    let spec = RunSpec {
+        argv: job.argv.clone(),
         out: out.clone(),
-        inputs: inputs_of(&config, &config_dir),
-        configs: vec![config_path.clone()],
-        params: params_of(&config),
+        inputs: inputs_of(config, job.config_dir),
+        configs: vec![job.config_path.to_path_buf()],
+        params: params_of(config),
         rehash: false,
-        progress: !args.global.json,
+        progress: !job.quiet,
         screen: Screen::Normal,
         build_type: trainer::BUILD_TYPE.into(),
         kind: "train".into(),
         versions: trainer_versions(),
+        cwd: None,
+        env: Vec::new(),
+        related: job.related.clone(),
     };
-    let prepared = prepare(&spec, &mut registry).or_input()?;
+    let prepared = prepare(&spec, registry).or_input()?;
     let id = prepared.id().to_string();
     eprintln!("trainprov: run {id} training into {} (recorded in {})", shown(&out), shown(registry.dir()));
     let log_dir = registry.run_dir(&id);
-    let (outcome, trained) = match train_in_process(&config, &config_dir, &log_dir, args.global.json) {
+    let (outcome, trained) = match train_in_process(config, job.config_dir, &log_dir, job.quiet) {
         Ok(pair) => pair,
         Err(err) => {
-            let _ = mark_failed(&mut registry, &id, Some(1));
+            let _ = mark_failed(registry, &id, Some(1));
             return Err(CliError::input(anyhow!("{err} (run {id} recorded as failed)")));
         }
     };
-    let mut finished = complete(prepared, &registry, outcome).or_input()?;
-    add_trainer_record(&mut finished, &trained, &registry)?;
-    let attestation = Some(sign_products(&finished, &keys)?);
-    finalize(&mut registry, &finished, attestation.clone()).or_input()?;
-    let mut report = report(&finished, &id, attestation.map(|(p, _)| p), registry.dir());
-    report.human = format!(
-        "trained {} steps ({} mode), final loss {:.4}\n{}",
-        trained.steps, trained.mode, trained.final_loss, report.human
-    );
-    report.json["training"] = json!(trained);
-    Ok(report)
+    let mut finished = complete(prepared, registry, outcome).or_input()?;
+    add_trainer_record(&mut finished, &trained, registry)?;
+    let attestation = sign_products(&finished, keys)?;
+    finalize(registry, &finished, Some(attestation.clone())).or_input()?;
+    Ok(Trained { id, finished, outcome: trained, attestation })
 }
 
 fn apply_overrides(config: &mut TrainConfig, args: &TrainArgs, config_dir: &Path) -> Result<(), CliError> {
