@@ -109,6 +109,24 @@ pub enum Command {
     /// training).
     #[command(after_help = "Example:\n  trainprov eval --base examples/tiny-llama/base --adapter out --data examples/tiny-llama/data")]
     Eval(EvalArgs),
+    /// Rebuild a recorded run from its signed record, optionally without some input files.
+    ///
+    /// The attestation is verified first (an unsigned or untrusted record is refused). Every
+    /// recorded input is re-snapshotted and files added, removed or changed since the record are
+    /// listed; the environment is compared with the record (warnings, or refusal with --strict).
+    /// The built-in trainer re-runs in-process from the stored config; a wrapped command re-runs
+    /// its recorded argv, with the recorded allow-listed environment, in a git worktree at the
+    /// recorded commit with the stored uncommitted change re-applied. The result is signed; its
+    /// record names the original attestation by digest as `reproduction-of`, or with --exclude
+    /// as `retrained-without` plus the excluded files.
+    ///
+    /// Prints IDENTICAL when every product is byte-identical, otherwise which files differ and,
+    /// for the built-in trainer, the first step that diverged. Exit code: 0 on success; 1 when
+    /// the record does not verify, --strict refuses, or an unchanged replay is not identical.
+    #[command(after_help = "Examples:\n  trainprov retrain out/provenance.intoto.json --key keys/signer.pub --sign-key keys/signer.key\n  \
+        trainprov retrain out/provenance.intoto.json --key k.pub --sign-key k.key --exclude 'shard-002.jsonl' --out clean\n  \
+        trainprov retrain rec.intoto.json --key k.pub --sign-key k.key --data-root /mnt/old=/mnt/new --strict")]
+    Retrain(RetrainArgs),
 }
 
 /// Options every command takes.
@@ -286,6 +304,28 @@ pub enum RegistryCommand {
         #[arg(value_name = "RUN")]
         run: String,
     },
+    /// The tree of what went into an artifact or run: base model, adapters, datasets, configs,
+    /// code, and the runs that produced each input, transitively.
+    #[command(after_help = "Examples:\n  trainprov registry lineage out/adapter_model.safetensors\n  \
+        trainprov registry lineage out/            # a directory: the run(s) whose products it holds\n  \
+        trainprov registry lineage 580410f0 --json  # a run id or prefix")]
+    Lineage {
+        /// A product file, a directory (snapshotted), a 64-hex digest (BLAKE3 or SHA-256) or a
+        /// run id / unique prefix.
+        #[arg(value_name = "ARTIFACT_OR_RUN")]
+        target: String,
+    },
+    /// Every run and product that consumed a file, dataset or model, transitively through
+    /// products used as inputs of later runs. Exit 0 also when nothing is affected.
+    #[command(after_help = "Examples:\n  trainprov registry affected data/part-001.csv   # one file, found inside any snapshot\n  \
+        trainprov registry affected data/             # a dataset directory (or any of its files)\n  \
+        trainprov registry affected 9f86d081884c7d65…  # a BLAKE3 or SHA-256 digest")]
+    Affected {
+        /// A file, a directory, a 64-hex digest (BLAKE3 or SHA-256) or a run id (what consumed
+        /// its products).
+        #[arg(value_name = "PATH_OR_DIGEST")]
+        target: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +372,42 @@ pub struct EvalArgs {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RetrainArgs {
+    /// The run's attestation (provenance.intoto.json).
+    #[arg(value_name = "ATTESTATION")]
+    pub attestation: PathBuf,
+    /// Trusted public key for the original record. Repeatable.
+    #[arg(long = "key", value_name = "PUB", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Private key that signs the new record. Repeatable.
+    #[arg(long = "sign-key", value_name = "KEY", required = true)]
+    pub sign_keys: Vec<PathBuf>,
+    /// Leave out input files matching this glob (matched against paths inside each input and
+    /// against file names). Repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Inputs recorded under OLD now live under NEW. Repeatable.
+    #[arg(long = "data-root", value_name = "OLD=NEW")]
+    pub data_roots: Vec<String>,
+    /// Where to restore code and stage inputs [default: REGISTRY/retrain/<time>].
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Refuse to run when the environment differs from the record in ways that can change
+    /// results (ISA level, library versions, thread settings, GPU).
+    #[arg(long)]
+    pub strict: bool,
+    /// Output directory for the rebuilt products [default: WORKDIR/out].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Registry holding the original run's stored parts [default: $TRAINPROV_REGISTRY, else
+    /// .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
     #[command(flatten)]
     pub global: GlobalArgs,
 }

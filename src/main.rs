@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         Command::Registry(args) => (args.global.json, commands::registry::run(&args)),
         Command::Train(args) => (args.global.json, commands::train::run(&args)),
         Command::Eval(args) => (args.global.json, commands::eval::run(&args)),
+        Command::Retrain(args) => (args.global.json, commands::retrain::run(&args)),
     };
     match result {
         Ok(report) => {

@@ -3,7 +3,9 @@
 pub mod attest;
 pub mod eval;
 pub mod keygen;
+pub mod lineage;
 pub mod registry;
+pub mod retrain;
 pub mod run;
 pub mod sign_model;
 pub mod snapshot;

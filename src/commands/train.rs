@@ -25,14 +25,31 @@ use crate::Report;
 /// Trains, records and signs.
 pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
     if args.print_config {
-        return Ok(Report::ok(DEFAULT_TOML.to_string(), json!({"status": "ok", "config": DEFAULT_TOML})));
+        return Ok(Report::ok(
+            DEFAULT_TOML.to_string(),
+            json!({"status": "ok", "config": DEFAULT_TOML}),
+        ));
     }
-    let config_path = args.config.clone().ok_or_else(|| CliError::input(anyhow!("CONFIG.toml is required")))?;
-    let keys = args.keys.iter().map(|k| load_signing_key(k)).collect::<Result<Vec<_>, _>>().or_input()?;
+    let config_path = args
+        .config
+        .clone()
+        .ok_or_else(|| CliError::input(anyhow!("CONFIG.toml is required")))?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|k| load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()?;
     let mut config = TrainConfig::from_file(&config_path).or_input()?;
-    let config_dir = config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let config_dir = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     apply_overrides(&mut config, args, &config_dir)?;
-    config.validate().map_err(|m| CliError::input(anyhow!("{}: {m}", shown(&config_path))))?;
+    config
+        .validate()
+        .map_err(|m| CliError::input(anyhow!("{}: {m}", shown(&config_path))))?;
 
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
@@ -79,7 +96,12 @@ pub struct Trained {
 impl Trained {
     /// The command's report.
     pub fn report(&self, registry: &Path) -> Report {
-        let mut report = report(&self.finished, &self.id, Some(self.attestation.0.clone()), registry);
+        let mut report = report(
+            &self.finished,
+            &self.id,
+            Some(self.attestation.0.clone()),
+            registry,
+        );
         report.human = format!(
             "trained {} steps ({} mode), final loss {:.4}\n{}",
             self.outcome.steps, self.outcome.mode, self.outcome.final_loss, report.human
@@ -91,7 +113,11 @@ impl Trained {
 
 /// Records, trains in-process, signs and finalises: `trainprov train` and the trainer branch of
 /// `trainprov retrain`.
-pub fn train_and_record(job: &TrainJob<'_>, keys: &[attest::keys::SigningKey], registry: &mut Registry) -> Result<Trained, CliError> {
+pub fn train_and_record(
+    job: &TrainJob<'_>,
+    keys: &[attest::keys::SigningKey],
+    registry: &mut Registry,
+) -> Result<Trained, CliError> {
     let config = job.config;
     let out = resolve_path(job.config_dir, &config.output.dir);
     let spec = RunSpec {
@@ -112,23 +138,38 @@ pub fn train_and_record(job: &TrainJob<'_>, keys: &[attest::keys::SigningKey], r
     };
     let prepared = prepare(&spec, registry).or_input()?;
     let id = prepared.id().to_string();
-    eprintln!("trainprov: run {id} training into {} (recorded in {})", shown(&out), shown(registry.dir()));
+    eprintln!(
+        "trainprov: run {id} training into {} (recorded in {})",
+        shown(&out),
+        shown(registry.dir())
+    );
     let log_dir = registry.run_dir(&id);
     let (outcome, trained) = match train_in_process(config, job.config_dir, &log_dir, job.quiet) {
         Ok(pair) => pair,
         Err(err) => {
             let _ = mark_failed(registry, &id, Some(1));
-            return Err(CliError::input(anyhow!("{err} (run {id} recorded as failed)")));
+            return Err(CliError::input(anyhow!(
+                "{err} (run {id} recorded as failed)"
+            )));
         }
     };
     let mut finished = complete(prepared, registry, outcome).or_input()?;
     add_trainer_record(&mut finished, &trained, registry)?;
     let attestation = sign_products(&finished, keys)?;
     finalize(registry, &finished, Some(attestation.clone())).or_input()?;
-    Ok(Trained { id, finished, outcome: trained, attestation })
+    Ok(Trained {
+        id,
+        finished,
+        outcome: trained,
+        attestation,
+    })
 }
 
-fn apply_overrides(config: &mut TrainConfig, args: &TrainArgs, config_dir: &Path) -> Result<(), CliError> {
+fn apply_overrides(
+    config: &mut TrainConfig,
+    args: &TrainArgs,
+    config_dir: &Path,
+) -> Result<(), CliError> {
     if let Some(out) = &args.out {
         // --out is relative to the current directory, config paths to the config's directory.
         let absolute = std::path::absolute(out).or_input()?;
@@ -137,10 +178,17 @@ fn apply_overrides(config: &mut TrainConfig, args: &TrainArgs, config_dir: &Path
     if let Some(device) = &args.device {
         config.output.device = device.clone();
     }
-    for (name, path) in [("model.base", &config.model.base), ("data.path", &config.data.path)] {
+    for (name, path) in [
+        ("model.base", &config.model.base),
+        ("data.path", &config.data.path),
+    ] {
         let resolved = resolve_path(config_dir, path);
         if !resolved.exists() {
-            return Err(CliError::input(anyhow!("{}: {name} = {} does not exist", shown(&resolved), shown(path))));
+            return Err(CliError::input(anyhow!(
+                "{}: {name} = {} does not exist",
+                shown(&resolved),
+                shown(path)
+            )));
         }
     }
     Ok(())
@@ -161,7 +209,10 @@ fn argv_of(args: &TrainArgs) -> Vec<OsString> {
 }
 
 fn inputs_of(config: &TrainConfig, config_dir: &Path) -> Vec<(InputRole, PathBuf)> {
-    let mut inputs = vec![(InputRole::Base, resolve_path(config_dir, &config.model.base))];
+    let mut inputs = vec![(
+        InputRole::Base,
+        resolve_path(config_dir, &config.model.base),
+    )];
     if let Some(adapter) = &config.model.adapter {
         inputs.push((InputRole::Adapter, resolve_path(config_dir, adapter)));
     }
@@ -216,12 +267,20 @@ fn train_in_process(
         let rate = step.step as f64 / step.elapsed.as_secs_f64().max(1e-9);
         bar.set_position(step.step as u64);
         bar.set_message(format!("loss {:.4}  {rate:.1} steps/s", step.loss));
-        let _ = writeln!(log, "step {} loss {:.6} lr {:.3e} grad_norm {:.4}", step.step, step.loss, step.lr, step.grad_norm);
+        let _ = writeln!(
+            log,
+            "step {} loss {:.6} lr {:.3e} grad_norm {:.4}",
+            step.step, step.loss, step.lr, step.grad_norm
+        );
     };
     let result = trainer::train(config, config_dir, &mut observer);
     bar.finish_and_clear();
     let trained = result?;
-    let _ = writeln!(log, "final loss {:.6} after {} steps", trained.final_loss, trained.steps);
+    let _ = writeln!(
+        log,
+        "final loss {:.6} after {} steps",
+        trained.final_loss, trained.steps
+    );
     log.sync_all()?;
     let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .ok()
@@ -242,8 +301,11 @@ fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}]") {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}]",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -251,7 +313,11 @@ fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
 
 /// Adds the trainer's internals to `internalParameters` and the loss trace to the byproducts;
 /// a metrics file inside the output directory is moved out so it is not a product.
-fn add_trainer_record(finished: &mut Finished, trained: &TrainOutcome, registry: &Registry) -> Result<(), CliError> {
+fn add_trainer_record(
+    finished: &mut Finished,
+    trained: &TrainOutcome,
+    registry: &Registry,
+) -> Result<(), CliError> {
     let metrics = &std::path::absolute(&trained.metrics_file).or_input()?;
     if metrics.is_file() {
         let file = record_file(registry.objects(), "metrics.jsonl", metrics, false).or_input()?;
@@ -259,7 +325,10 @@ fn add_trainer_record(finished: &mut Finished, trained: &TrainOutcome, registry:
         let out = std::path::absolute(&finished.out).or_input()?;
         if metrics.starts_with(&out) {
             std::fs::remove_file(metrics).or_input()?;
-            finished.record.products.retain(|p| out.join(&p.name) != *metrics);
+            finished
+                .record
+                .products
+                .retain(|p| out.join(&p.name) != *metrics);
         }
     }
     let internal = finished.record.internal.as_object_mut();

@@ -1,0 +1,741 @@
+//! `trainprov retrain ATTESTATION`: rebuild a recorded run from its record, optionally without
+//! some input files, and say whether the result is identical.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use attest::keyfile::{load_public_key, load_signing_key};
+use attest::keys::SigningKey;
+use attest::slsa::PROVENANCE_V1;
+use attest::statement::{ResourceDescriptor, Statement};
+use recorder::environment::{self, Severity};
+use recorder::paths::registry_dir;
+use recorder::process::Screen;
+use recorder::record::{InputRole, RecordedFile, RUN_BUILD_TYPE};
+use recorder::registry::{Registry, RunRelation};
+use recorder::replay::{
+    compare_products, filtered_copy, first_divergence, recorded_inputs, remap, restore_code,
+    Divergence, Exclusions, InputCheck, ProductComparison,
+};
+use recorder::runner::{execute, finalize, mark_failed, prepare, snapshot_input, RunSpec};
+use serde_json::{json, Value};
+use trainer::config::TrainConfig;
+
+use crate::cli::RetrainArgs;
+use crate::commands::run::{sign_products, versions};
+use crate::commands::shown;
+use crate::commands::train::{train_and_record, TrainJob};
+use crate::exit::{CliError, OrInput as _};
+use crate::Report;
+
+/// The verified original record.
+struct Original {
+    path: PathBuf,
+    sha256: String,
+    statement: Statement<Value>,
+}
+
+impl Original {
+    fn predicate(&self) -> &Value {
+        &self.statement.predicate
+    }
+    fn invocation_id(&self) -> String {
+        self.predicate()["runDetails"]["metadata"]["invocationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+    fn build_type(&self) -> &str {
+        self.predicate()["buildDefinition"]["buildType"]
+            .as_str()
+            .unwrap_or_default()
+    }
+    fn byproduct_object(&self, name: &str) -> Option<String> {
+        self.predicate()["runDetails"]["byproducts"]
+            .as_array()?
+            .iter()
+            .find(|b| b["name"] == name)
+            .and_then(|b| b["annotations"]["object"].as_str().map(str::to_string))
+    }
+}
+
+/// Verifies, restores, re-runs, compares and signs.
+pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
+    let original = verify_original(args)?;
+    let signing = args
+        .sign_keys
+        .iter()
+        .map(|k| load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()?;
+    let roots = parse_roots(&args.data_roots)?;
+    let exclusions = Exclusions::new(&args.exclude).or_input()?;
+    let cwd = std::env::current_dir().or_input()?;
+    let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
+    let workdir = match &args.workdir {
+        Some(dir) => std::path::absolute(dir).or_input()?,
+        None => registry.dir().join("retrain").join(uuid_like()),
+    };
+    std::fs::create_dir_all(&workdir).or_input()?;
+
+    let checks = check_inputs(&original, &roots, &registry, args.global.json)?;
+    let env_differences = compare_environment(&original, &registry, args.strict)?;
+    let mut replay = match original.build_type() {
+        trainer::BUILD_TYPE => replay_trainer(
+            args,
+            &original,
+            &checks,
+            &exclusions,
+            &workdir,
+            &signing,
+            &mut registry,
+        )?,
+        RUN_BUILD_TYPE => replay_wrapped(
+            args,
+            &original,
+            &checks,
+            &exclusions,
+            &workdir,
+            &signing,
+            &mut registry,
+        )?,
+        other => {
+            return Err(CliError::input(anyhow!(
+                "{}: buildType {other} cannot be replayed",
+                shown(&original.path)
+            )))
+        }
+    };
+    replay.comparison = compare_products(&original.statement.subject, &replay.products);
+    if let (Some(old), Some(new)) = (
+        original.byproduct_object("metrics.jsonl"),
+        replay.metrics_object.clone(),
+    ) {
+        let read = |o: &str| {
+            registry
+                .objects()
+                .get(o)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        if let (Some(a), Some(b)) = (read(&old), read(&new)) {
+            replay.divergence = first_divergence(&a, &b);
+        }
+    }
+    let relation = relation_name(&exclusions);
+    let verdict = verdict(&replay);
+    registry
+        .add_relation(&RunRelation {
+            run_id: replay.run_id.clone(),
+            relation: relation.into(),
+            original_run_id: registry.resolve_run(&original.invocation_id()).ok(),
+            original_statement_sha256: original.sha256.clone(),
+            excluded: replay.excluded.clone(),
+            outcome: Some(verdict.clone()),
+        })
+        .or_input()?;
+    Ok(report(
+        &original,
+        &replay,
+        &checks,
+        &env_differences,
+        relation,
+        &verdict,
+        &exclusions,
+    ))
+}
+
+fn uuid_like() -> String {
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]");
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default();
+    format!("{stamp}-{}", std::process::id())
+}
+
+fn verify_original(args: &RetrainArgs) -> Result<Original, CliError> {
+    let name = shown(&args.attestation);
+    let keys = args
+        .keys
+        .iter()
+        .map(|k| load_public_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()?;
+    let bytes = std::fs::read(&args.attestation)
+        .map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
+    let envelope =
+        Envelope::from_json(&bytes).map_err(|e| CliError::input(anyhow!("{name}: {e}")))?;
+    let payload = envelope
+        .verify(IN_TOTO_PAYLOAD_TYPE, &keys, 1)
+        .map_err(|e| {
+            CliError::failed(anyhow!(
+                "{name}: refusing to replay an unverified record: {e}"
+            ))
+        })?;
+    let statement = Statement::<Value>::from_verified(payload, Some(PROVENANCE_V1))
+        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?
+        .into_inner();
+    let sha256 = recorder::file_digest::sha256_file(&args.attestation).or_input()?;
+    Ok(Original {
+        path: std::path::absolute(&args.attestation).or_input()?,
+        sha256,
+        statement,
+    })
+}
+
+fn parse_roots(raw: &[String]) -> Result<Vec<(PathBuf, PathBuf)>, CliError> {
+    raw.iter()
+        .map(|item| {
+            let (old, new) = item.split_once('=').ok_or_else(|| {
+                CliError::input(anyhow!("--data-root '{item}': expected OLD=NEW"))
+            })?;
+            Ok((PathBuf::from(old), std::path::absolute(new).or_input()?))
+        })
+        .collect()
+}
+
+/// Re-snapshots every recorded input where it is now and reports what changed since the record.
+fn check_inputs(
+    original: &Original,
+    roots: &[(PathBuf, PathBuf)],
+    registry: &Registry,
+    quiet: bool,
+) -> Result<Vec<InputCheck>, CliError> {
+    let mut checks = Vec::new();
+    for input in recorded_inputs(original.predicate()) {
+        let now_at = remap(&input.path, roots);
+        if !now_at.exists() {
+            return Err(CliError::input(
+                recorder::replay::ReplayError::MissingInput {
+                    role: input.role.clone(),
+                    path: input.path.clone(),
+                },
+            ));
+        }
+        let now = snapshot_input(&now_at, registry, false, !quiet).or_input()?;
+        let check = recorder::replay::check_input(&input, &now_at, &now, registry.objects());
+        if !check.unchanged() {
+            let detail = check
+                .diff
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "digest differs".into());
+            eprintln!(
+                "trainprov: {} input {} changed since the record: {detail}",
+                input.role,
+                shown(&now_at)
+            );
+        }
+        checks.push(check);
+    }
+    Ok(checks)
+}
+
+/// Compares the recorded environment with this machine: warns, or refuses under `--strict`.
+fn compare_environment(
+    original: &Original,
+    registry: &Registry,
+    strict: bool,
+) -> Result<Vec<Value>, CliError> {
+    let Some(object) = original.byproduct_object("environment.json") else {
+        return Ok(Vec::new());
+    };
+    let Ok(bytes) = registry.objects().get(&object) else {
+        eprintln!(
+            "trainprov: warning: the recorded environment is not in this registry; not compared"
+        );
+        return Ok(Vec::new());
+    };
+    let recorded: environment::Environment = serde_json::from_slice(&bytes).or_input()?;
+    let current = environment::capture();
+    let differences = environment::compare(&recorded, &current);
+    let warnings: Vec<String> = differences
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(ToString::to_string)
+        .collect();
+    for line in &warnings {
+        eprintln!("trainprov: environment differs: {line}");
+    }
+    if strict && !warnings.is_empty() {
+        return Err(CliError::failed(anyhow!(
+            "--strict: the environment differs from the record in {} way(s) that can change results: {}",
+            warnings.len(),
+            warnings.join("; ")
+        )));
+    }
+    Ok(differences.iter().map(|d| json!(d.to_string())).collect())
+}
+
+/// What the replay produced.
+struct Replay {
+    run_id: String,
+    attestation: PathBuf,
+    products: Vec<RecordedFile>,
+    metrics_object: Option<String>,
+    excluded: Vec<String>,
+    comparison: ProductComparison,
+    divergence: Option<Divergence>,
+}
+
+fn relation_name(exclusions: &Exclusions) -> &'static str {
+    if exclusions.is_empty() {
+        "reproduction-of"
+    } else {
+        "retrained-without"
+    }
+}
+
+fn related_descriptor(
+    original: &Original,
+    exclusions: &Exclusions,
+    excluded: &[String],
+) -> ResourceDescriptor {
+    let mut digest = attest::statement::DigestSet::new();
+    digest.insert("sha256".into(), original.sha256.clone());
+    let mut rd = ResourceDescriptor::named("original-attestation", digest);
+    rd.uri = Some(format!("file://{}", original.path.display()));
+    rd.media_type = Some("application/vnd.in-toto+json".into());
+    rd.annotations
+        .insert("relation".into(), json!(relation_name(exclusions)));
+    rd.annotations
+        .insert("invocationId".into(), json!(original.invocation_id()));
+    if !excluded.is_empty() {
+        rd.annotations.insert("excluded".into(), json!(excluded));
+    }
+    rd
+}
+
+/// Prepares an input for the replay: the current location, or a copy without excluded files.
+fn prepare_input(
+    check: &InputCheck,
+    exclusions: &Exclusions,
+    dst: &Path,
+    registry: &Registry,
+) -> Result<(PathBuf, Vec<String>), CliError> {
+    if exclusions.is_empty() {
+        return Ok((check.now_at.clone(), Vec::new()));
+    }
+    let snapshot = snapshot_input(&check.now_at, registry, false, false).or_input()?;
+    if !snapshot.entries.iter().any(|e| exclusions.matches(&e.path)) {
+        return Ok((check.now_at.clone(), Vec::new()));
+    }
+    let _ = std::fs::remove_dir_all(dst);
+    std::fs::create_dir_all(dst).or_input()?;
+    let excluded = filtered_copy(&snapshot, &check.now_at, dst, exclusions).or_input()?;
+    let label = check.input.role.as_str();
+    excluded
+        .iter()
+        .for_each(|f| eprintln!("trainprov: excluding {label} file {f}"));
+    Ok((
+        dst.to_path_buf(),
+        excluded
+            .iter()
+            .map(|f| format!("{}:{f}", check.input.given))
+            .collect(),
+    ))
+}
+
+fn find_check<'a>(checks: &'a [InputCheck], role: &str) -> Option<&'a InputCheck> {
+    checks.iter().find(|c| c.input.role == role)
+}
+
+fn replay_trainer(
+    args: &RetrainArgs,
+    original: &Original,
+    checks: &[InputCheck],
+    exclusions: &Exclusions,
+    workdir: &Path,
+    keys: &[SigningKey],
+    registry: &mut Registry,
+) -> Result<Replay, CliError> {
+    let name = shown(&original.path);
+    let deps = recorder::replay::dependencies(original.predicate());
+    let config_dep = deps
+        .iter()
+        .find(|d| d["name"].as_str().is_some_and(|n| n.starts_with("config:")))
+        .ok_or_else(|| CliError::input(anyhow!("{name}: the record holds no training config")))?;
+    let object = config_dep["annotations"]["object"]
+        .as_str()
+        .unwrap_or_default();
+    let text = registry
+        .objects()
+        .get(object)
+        .map_err(|e| CliError::input(anyhow!("{name}: {e}")))?;
+    let file_name = config_dep["name"]
+        .as_str()
+        .and_then(|n| Path::new(n).file_name().map(|f| f.to_owned()));
+    let config_dir = workdir.join("config");
+    std::fs::create_dir_all(&config_dir).or_input()?;
+    let config_path = config_dir.join(file_name.unwrap_or_else(|| "train.toml".into()));
+    std::fs::write(&config_path, &text).or_input()?;
+    let mut config = TrainConfig::from_file(&config_path).or_input()?;
+
+    let mut excluded = Vec::new();
+    let base = find_check(checks, "base")
+        .ok_or_else(|| CliError::input(anyhow!("{name}: no base model recorded")))?;
+    config.model.base = prepare_input(base, exclusions, &workdir.join("inputs/base"), registry)?.0;
+    if let Some(adapter) = find_check(checks, "adapter") {
+        config.model.adapter = Some(
+            prepare_input(
+                adapter,
+                exclusions,
+                &workdir.join("inputs/adapter"),
+                registry,
+            )?
+            .0,
+        );
+    }
+    let data = find_check(checks, "data")
+        .ok_or_else(|| CliError::input(anyhow!("{name}: no data recorded")))?;
+    let (data_path, data_excluded) =
+        prepare_input(data, exclusions, &workdir.join("inputs/data"), registry)?;
+    config.data.path = data_path;
+    excluded.extend(data_excluded);
+    check_exclusions_matched(exclusions, &excluded)?;
+    let out = match &args.out {
+        Some(out) => std::path::absolute(out).or_input()?,
+        None => workdir.join("out"),
+    };
+    config.output.dir = out;
+    let job = TrainJob {
+        config: &config,
+        config_dir: &config_dir,
+        config_path: &config_path,
+        argv: retrain_argv(args),
+        related: vec![related_descriptor(original, exclusions, &excluded)],
+        quiet: args.global.json,
+    };
+    let trained = train_and_record(&job, keys, registry)?;
+    let metrics_object = trained
+        .finished
+        .record
+        .byproducts
+        .iter()
+        .find(|b| b.name == "metrics.jsonl")
+        .and_then(|b| b.object.clone());
+    Ok(Replay {
+        run_id: trained.id.clone(),
+        attestation: trained.attestation.0.clone(),
+        products: trained.finished.record.products.clone(),
+        metrics_object,
+        excluded,
+        comparison: ProductComparison::default(),
+        divergence: None,
+    })
+}
+
+fn check_exclusions_matched(exclusions: &Exclusions, excluded: &[String]) -> Result<(), CliError> {
+    if !exclusions.is_empty() && excluded.is_empty() {
+        return Err(CliError::input(anyhow!(
+            "--exclude matched no file of the recorded inputs; nothing would change"
+        )));
+    }
+    Ok(())
+}
+
+fn retrain_argv(args: &RetrainArgs) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        "trainprov".into(),
+        "retrain".into(),
+        args.attestation.clone().into_os_string(),
+    ];
+    for pattern in &args.exclude {
+        argv.extend(["--exclude".into(), pattern.into()]);
+    }
+    argv
+}
+
+fn replay_wrapped(
+    args: &RetrainArgs,
+    original: &Original,
+    checks: &[InputCheck],
+    exclusions: &Exclusions,
+    workdir: &Path,
+    keys: &[SigningKey],
+    registry: &mut Registry,
+) -> Result<Replay, CliError> {
+    let predicate = original.predicate();
+    let external = &predicate["buildDefinition"]["externalParameters"];
+    let cwd = std::env::current_dir().or_input()?;
+    let worktree =
+        restore_code(predicate, registry.objects(), &cwd, &workdir.join("src")).or_input()?;
+    let deps = recorder::replay::dependencies(predicate);
+    let root = deps
+        .iter()
+        .find(|d| d["name"] == "code")
+        .and_then(|d| d["annotations"]["root"].as_str())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let recorded_cwd = PathBuf::from(external["cwd"].as_str().unwrap_or_default());
+    let run_cwd = worktree.join(recorded_cwd.strip_prefix(&root).unwrap_or(Path::new("")));
+
+    let mut inputs = Vec::new();
+    let mut excluded = Vec::new();
+    for check in checks {
+        let role = match check.input.role.as_str() {
+            "base" => InputRole::Base,
+            "adapter" => InputRole::Adapter,
+            _ => InputRole::Data,
+        };
+        let place = match check.input.path.strip_prefix(&root) {
+            Ok(rel) => worktree.join(rel),
+            Err(_) if exclusions.is_empty() => check.now_at.clone(),
+            Err(_) => {
+                return Err(CliError::input(anyhow!(
+                    "{}: --exclude on an input outside the repository is supported for the built-in trainer only",
+                    shown(&check.input.path)
+                )))
+            }
+        };
+        if place != check.now_at {
+            excluded.extend(stage_input(check, exclusions, &place, registry)?);
+        }
+        inputs.push((role, place));
+    }
+    check_exclusions_matched(exclusions, &excluded)?;
+    let configs = restore_configs(predicate, registry, &run_cwd)?;
+    let argv: Vec<OsString> = external["argv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(OsString::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let out = run_cwd.join(external["out"].as_str().unwrap_or("out"));
+    let params = external["params"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let spec = RunSpec {
+        argv,
+        out: out.clone(),
+        inputs,
+        configs,
+        params,
+        rehash: false,
+        progress: !args.global.json,
+        screen: if args.global.json {
+            Screen::AllToStderr
+        } else {
+            Screen::Normal
+        },
+        build_type: RUN_BUILD_TYPE.into(),
+        kind: "run".into(),
+        versions: versions(),
+        cwd: Some(run_cwd),
+        env: recorded_env(original, registry),
+        related: vec![related_descriptor(original, exclusions, &excluded)],
+    };
+    let prepared = prepare(&spec, registry).or_input()?;
+    let id = prepared.id().to_string();
+    let finished = match execute(prepared, registry) {
+        Ok(f) => f,
+        Err(err) => {
+            let _ = mark_failed(registry, &id, Some(127));
+            return Err(CliError::input(anyhow!(
+                "{err} (replay run {id} recorded as failed)"
+            )));
+        }
+    };
+    if !finished.outcome.succeeded() {
+        finalize(registry, &finished, None).or_input()?;
+        return Err(CliError::failed(anyhow!(
+            "the replayed command exited {}; run {id} recorded as failed",
+            finished.outcome.pass_through_code()
+        )));
+    }
+    let attestation = sign_products(&finished, keys)?;
+    finalize(registry, &finished, Some(attestation.clone())).or_input()?;
+    if let Some(dest) = &args.out {
+        copy_dir(&out, dest)?;
+    }
+    Ok(Replay {
+        run_id: id,
+        attestation: attestation.0,
+        products: finished.record.products.clone(),
+        metrics_object: None,
+        excluded,
+        comparison: ProductComparison::default(),
+        divergence: None,
+    })
+}
+
+/// Puts the current content of a recorded input at `place` in the worktree, minus exclusions.
+fn stage_input(
+    check: &InputCheck,
+    exclusions: &Exclusions,
+    place: &Path,
+    registry: &Registry,
+) -> Result<Vec<String>, CliError> {
+    let snapshot = snapshot_input(&check.now_at, registry, false, false).or_input()?;
+    let _ = std::fs::remove_dir_all(place);
+    if check.now_at.is_file() {
+        if let Some(parent) = place.parent() {
+            std::fs::create_dir_all(parent).or_input()?;
+        }
+        std::fs::copy(&check.now_at, place).or_input()?;
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(place).or_input()?;
+    let excluded = filtered_copy(&snapshot, &check.now_at, place, exclusions).or_input()?;
+    Ok(excluded
+        .iter()
+        .map(|f| format!("{}:{f}", check.input.given))
+        .collect())
+}
+
+fn restore_configs(
+    predicate: &Value,
+    registry: &Registry,
+    run_cwd: &Path,
+) -> Result<Vec<PathBuf>, CliError> {
+    let mut paths = Vec::new();
+    for dep in recorder::replay::dependencies(predicate) {
+        let Some(name) = dep["name"].as_str().and_then(|n| n.strip_prefix("config:")) else {
+            continue;
+        };
+        let Some(object) = dep["annotations"]["object"].as_str() else {
+            continue;
+        };
+        let bytes = registry.objects().get(object).or_input()?;
+        let path = run_cwd.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).or_input()?;
+        }
+        std::fs::write(&path, bytes).or_input()?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The recorded allow-listed environment, applied over the current one.
+fn recorded_env(original: &Original, registry: &Registry) -> Vec<(String, Option<String>)> {
+    let Some(object) = original.byproduct_object("environment.json") else {
+        return Vec::new();
+    };
+    let Ok(bytes) = registry.objects().get(&object) else {
+        return Vec::new();
+    };
+    let Ok(recorded) = serde_json::from_slice::<environment::Environment>(&bytes) else {
+        return Vec::new();
+    };
+    let mut changes: Vec<(String, Option<String>)> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            recorder::redact::is_allowed_env_name(k) && !recorded.env.contains_key(k) && k != "PATH"
+        })
+        .map(|k| (k, None))
+        .collect();
+    changes.extend(
+        recorded
+            .env
+            .iter()
+            .filter(|(k, _)| k.as_str() != "PATH")
+            .map(|(k, v)| (k.clone(), Some(v.clone()))),
+    );
+    changes
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(to).or_input()?;
+    for entry in std::fs::read_dir(from).or_input()?.flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target).or_input()?;
+        }
+    }
+    Ok(())
+}
+
+fn verdict(replay: &Replay) -> String {
+    if replay.comparison.is_identical() {
+        return "identical".into();
+    }
+    let c = &replay.comparison;
+    let mut parts = Vec::new();
+    for (label, names) in [
+        ("changed", &c.changed),
+        ("missing", &c.missing),
+        ("extra", &c.extra),
+    ] {
+        if !names.is_empty() {
+            parts.push(format!("{label}: {}", names.join(", ")));
+        }
+    }
+    let mut text = format!("differs ({})", parts.join("; "));
+    if let Some(d) = &replay.divergence {
+        text.push_str(&format!(
+            "; first diverged at step {} ({})",
+            d.step, d.field
+        ));
+    }
+    text
+}
+
+fn report(
+    original: &Original,
+    replay: &Replay,
+    checks: &[InputCheck],
+    env_differences: &[Value],
+    relation: &str,
+    verdict: &str,
+    exclusions: &Exclusions,
+) -> Report {
+    let changed_inputs: Vec<&InputCheck> = checks.iter().filter(|c| !c.unchanged()).collect();
+    let mut human = String::new();
+    for check in &changed_inputs {
+        let detail = check
+            .diff
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "digest differs".into());
+        human.push_str(&format!(
+            "input {} {} changed since the record: {detail}\n",
+            check.input.role, check.input.given
+        ));
+    }
+    human.push_str(&format!(
+        "{}\n",
+        verdict.to_uppercase().split(' ').next().unwrap_or_default()
+    ));
+    human.push_str(&format!(
+        "retrain of {} ({relation}): {verdict}\nnew record: {} (run {})\n",
+        shown(&original.path),
+        shown(&replay.attestation),
+        replay.run_id
+    ));
+    if !replay.excluded.is_empty() {
+        human.push_str(&format!("excluded: {}\n", replay.excluded.join(", ")));
+    }
+    let json = json!({
+        "status": "ok",
+        "verdict": verdict.split(' ').next().unwrap_or_default(),
+        "summary": verdict,
+        "relation": relation,
+        "original": {"attestation": original.path, "sha256": original.sha256, "invocation_id": original.invocation_id()},
+        "run_id": replay.run_id,
+        "attestation": replay.attestation,
+        "products": replay.comparison,
+        "first_divergence": replay.divergence,
+        "excluded": replay.excluded,
+        "inputs": checks,
+        "environment_differences": env_differences,
+    });
+    // An unchanged replay must be identical; with exclusions a difference is the point.
+    let exit = if exclusions.is_empty() && !replay.comparison.is_identical() {
+        1
+    } else {
+        0
+    };
+    Report { human, json, exit }
+}
