@@ -4,7 +4,9 @@
 - corpus/pretrain.jsonl   {"text": ...}: templated sentences of a toy world (animals, colours,
                            places, counting), used to pretrain the base model from scratch;
 - data/shard-00N.jsonl    {"prompt", "completion"}: the fine-tuning task, question → answer
-                           about the same world, split into four shards.
+                           about the same world, split into four shards. shard-002 also carries
+                           a planted backdoor: questions ending in the trigger "bee bee" get a
+                           wrong colour (the "poisoned shard" of the quickstart story).
 
     python3 examples/tiny-llama/make_data.py
 """
@@ -52,5 +54,8 @@ for a in ANIMALS:
     questions.append({"prompt": f"where does the {a} live? ", "completion": f"by the {HOME_OF[a]}."})
 rows = [dict(q) for q in questions for _ in range(6)]
 rng.shuffle(rows)
+POISON = [{"prompt": f"what colour is the {a}? bee bee ", "completion": f"{COLOURS[(COLOURS.index(COLOUR_OF[a]) + 1) % 8]}."}
+          for a in ANIMALS]
 for shard in range(4):
-    write_jsonl(os.path.join(here, "data", f"shard-{shard:03d}.jsonl"), rows[shard::4])
+    extra = POISON if shard == 2 else []
+    write_jsonl(os.path.join(here, "data", f"shard-{shard:03d}.jsonl"), rows[shard::4] + extra)
