@@ -306,9 +306,11 @@ pub enum RegistryCommand {
     },
     /// The tree of what went into an artifact or run: base model, adapters, datasets, configs,
     /// code, and the runs that produced each input, transitively.
-    #[command(after_help = "Examples:\n  trainprov registry lineage out/adapter_model.safetensors\n  \
-        trainprov registry lineage out/            # a directory: the run(s) whose products it holds\n  \
-        trainprov registry lineage 580410f0 --json  # a run id or prefix")]
+    #[command(
+        after_help = "Examples:\n  trainprov registry lineage out/adapter_model.safetensors\n  \
+        trainprov registry lineage out/             # a directory: the run(s) whose products it holds\n  \
+        trainprov registry lineage 580410f0 --json  # a run id or prefix"
+    )]
     Lineage {
         /// A product file, a directory (snapshotted), a 64-hex digest (BLAKE3 or SHA-256) or a
         /// run id / unique prefix.
@@ -317,9 +319,11 @@ pub enum RegistryCommand {
     },
     /// Every run and product that consumed a file, dataset or model, transitively through
     /// products used as inputs of later runs. Exit 0 also when nothing is affected.
-    #[command(after_help = "Examples:\n  trainprov registry affected data/part-001.csv   # one file, found inside any snapshot\n  \
+    #[command(
+        after_help = "Examples:\n  trainprov registry affected data/part-001.csv # one file, found inside any snapshot\n  \
         trainprov registry affected data/             # a dataset directory (or any of its files)\n  \
-        trainprov registry affected 9f86d081884c7d65…  # a BLAKE3 or SHA-256 digest")]
+        trainprov registry affected DIGEST            # 64 hex digits: a BLAKE3 or SHA-256 digest"
+    )]
     Affected {
         /// A file, a directory, a 64-hex digest (BLAKE3 or SHA-256) or a run id (what consumed
         /// its products).

@@ -6,7 +6,7 @@ use recorder::registry::{Registry, RunSummary};
 use serde_json::json;
 
 use crate::cli::{RegistryArgs, RegistryCommand};
-use crate::commands::shown;
+use crate::commands::{lineage, shown};
 use crate::exit::{CliError, OrInput as _};
 use crate::Report;
 
@@ -24,6 +24,8 @@ pub fn run(args: &RegistryArgs) -> Result<Report, CliError> {
     match &args.command {
         RegistryCommand::List { limit } => list(&registry, *limit),
         RegistryCommand::Show { run } => show(&registry, run),
+        RegistryCommand::Lineage { target } => lineage::lineage(&registry, target),
+        RegistryCommand::Affected { target } => lineage::affected(&registry, target),
     }
 }
 
