@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # trainprov's main job on the embedded examples, start to finish:
-#   1. fine-tune the embedded tiny-llama base with the built-in LoRA trainer (`trainprov train`),
-#      verify the signed result, and compare the loss with and without the adapter;
-#   2. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
+#   1. fine-tune the embedded tiny-llama base with the built-in LoRA trainer (`trainprov train`)
+#      and verify the signed result;
+#   2. a data shard turns out to be poisoned: `registry affected` finds the adapter trained on it,
+#      `retrain --exclude` rebuilds and signs it without the shard, the new record verifies, and
+#      an unchanged retrain prints IDENTICAL;
+#   3. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
 #      it, and show that a data file changed after the run is caught and named.
 # Works in a scratch git repository (WORK=... to choose where); the checkout is not modified.
 # Usage: bash examples/quickstart.sh
@@ -41,12 +44,21 @@ echo
 echo "==> 1. fine-tune the embedded base with the built-in trainer, then verify"
 step train tiny-llama/train.toml --key ../keys/signer.key --out adapter
 step verify adapter/provenance.intoto.json --key ../keys/signer.pub --model-dir adapter --inputs
-step verify adapter/model.sig --key ../keys/signer.pub
-step eval --base tiny-llama/base --data tiny-llama/data --seq-len 48
 step eval --base tiny-llama/base --adapter adapter --data tiny-llama/data --seq-len 48
 
 echo
-echo "==> 2. record a wrapped training script, then verify it"
+echo "==> 2. tiny-llama/data/shard-002.jsonl turns out to be poisoned (a planted 'bee bee' trigger)"
+step registry affected tiny-llama/data/shard-002.jsonl
+step retrain adapter/provenance.intoto.json --key ../keys/signer.pub --sign-key ../keys/signer.key \
+  --exclude shard-002.jsonl --out adapter-clean
+step verify adapter-clean/provenance.intoto.json --key ../keys/signer.pub --model-dir adapter-clean
+step registry lineage adapter-clean/adapter_model.safetensors
+echo
+echo "==> an unchanged retrain proves the record is complete: it must print IDENTICAL"
+step retrain adapter/provenance.intoto.json --key ../keys/signer.pub --sign-key ../keys/signer.key
+
+echo
+echo "==> 3. record a wrapped training script, then verify it"
 cd wrap-python
 step run --out out --key ../../keys/signer.key --data data --config train.toml --param epochs=200 \
   -- python3 train.py --data data --out out --epochs 200
