@@ -101,13 +101,17 @@ pub enum Command {
     /// trainer's own internals (seed, generator, threads, ISA level, candle version, dtype,
     /// device) go into the attestation, and the loss trace with periodic weight digests is kept
     /// as a byproduct so a replay can say where it diverged.
-    #[command(after_help = "Examples:\n  trainprov train examples/tiny-llama/train.toml --key keys/signer.key\n  \
+    #[command(
+        after_help = "Examples:\n  trainprov train examples/tiny-llama/train.toml --key keys/signer.key\n  \
         trainprov train train.toml --key k.key --out runs/adapter-v2 --device cuda:0\n  \
-        trainprov train --print-config > train.toml")]
+        trainprov train --print-config > train.toml"
+    )]
     Train(TrainArgs),
     /// Mean loss of a base model, with or without an adapter, on a JSONL file (same masking as
     /// training).
-    #[command(after_help = "Example:\n  trainprov eval --base examples/tiny-llama/base --adapter out --data examples/tiny-llama/data")]
+    #[command(
+        after_help = "Example:\n  trainprov eval --base examples/tiny-llama/base --adapter out --data examples/tiny-llama/data"
+    )]
     Eval(EvalArgs),
     /// Rebuild a recorded run from its signed record, optionally without some input files.
     ///
@@ -123,9 +127,11 @@ pub enum Command {
     /// Prints IDENTICAL when every product is byte-identical, otherwise which files differ and,
     /// for the built-in trainer, the first step that diverged. Exit code: 0 on success; 1 when
     /// the record does not verify, --strict refuses, or an unchanged replay is not identical.
-    #[command(after_help = "Examples:\n  trainprov retrain out/provenance.intoto.json --key keys/signer.pub --sign-key keys/signer.key\n  \
+    #[command(
+        after_help = "Examples:\n  trainprov retrain out/provenance.intoto.json --key keys/signer.pub --sign-key keys/signer.key\n  \
         trainprov retrain out/provenance.intoto.json --key k.pub --sign-key k.key --exclude 'shard-002.jsonl' --out clean\n  \
-        trainprov retrain rec.intoto.json --key k.pub --sign-key k.key --data-root /mnt/old=/mnt/new --strict")]
+        trainprov retrain rec.intoto.json --key k.pub --sign-key k.key --data-root /mnt/old=/mnt/new --strict"
+    )]
     Retrain(RetrainArgs),
 }
 
@@ -338,7 +344,11 @@ pub struct TrainArgs {
     #[arg(value_name = "CONFIG.toml", required_unless_present = "print_config")]
     pub config: Option<PathBuf>,
     /// Private key to sign the result with. Repeat to co-sign.
-    #[arg(long = "key", value_name = "KEY", required_unless_present = "print_config")]
+    #[arg(
+        long = "key",
+        value_name = "KEY",
+        required_unless_present = "print_config"
+    )]
     pub keys: Vec<PathBuf>,
     /// Output directory [default: the config's output.dir].
     #[arg(long, value_name = "DIR")]

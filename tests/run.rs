@@ -608,11 +608,23 @@ fn rusqlite_integrity(db: &Path) -> String {
 #[test]
 fn json_report_keeps_stdout_machine_readable() {
     let ws = example_repo();
-    let run = run_in_repo(&ws, &["--json"], &["sh", "-c", "echo chatter; mkdir -p out && echo w > out/w.bin"])
-        .expect_code(OK, "run --json");
+    let run = run_in_repo(
+        &ws,
+        &["--json"],
+        &[
+            "sh",
+            "-c",
+            "echo chatter; mkdir -p out && echo w > out/w.bin",
+        ],
+    )
+    .expect_code(OK, "run --json");
     let json = run.json();
     assert_eq!(json["status"], "succeeded");
     assert_eq!(json["exit_code"], 0);
     assert_eq!(json["products"][0]["name"], "w.bin");
-    assert!(run.stderr.contains("chatter"), "the command's stdout moves to stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("chatter"),
+        "the command's stdout moves to stderr: {}",
+        run.stderr
+    );
 }

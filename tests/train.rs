@@ -10,21 +10,44 @@ use util::{read_json, unb64, Workspace, INPUT, OK};
 fn example() -> Workspace {
     let ws = Workspace::new();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-llama");
-    for name in ["base/config.json", "base/model.safetensors", "base/tokenizer.json"] {
-        ws.write(&format!("tl/{name}"), std::fs::read(example.join(name)).expect("example file"));
+    for name in [
+        "base/config.json",
+        "base/model.safetensors",
+        "base/tokenizer.json",
+    ] {
+        ws.write(
+            &format!("tl/{name}"),
+            std::fs::read(example.join(name)).expect("example file"),
+        );
     }
     for shard in 0..4 {
         let name = format!("data/shard-{shard:03}.jsonl");
-        ws.write(&format!("tl/{name}"), std::fs::read(example.join(&name)).expect("shard"));
+        ws.write(
+            &format!("tl/{name}"),
+            std::fs::read(example.join(&name)).expect("shard"),
+        );
     }
     let config = std::fs::read_to_string(example.join("train.toml")).expect("train.toml");
-    ws.write("tl/train.toml", config.replace("epochs = 3", "max_steps = 6"));
+    ws.write(
+        "tl/train.toml",
+        config.replace("epochs = 3", "max_steps = 6"),
+    );
     ws.keygen("signer", "");
     ws
 }
 
 fn train(ws: &Workspace, out: &str) -> util::Run {
-    ws.run(&["train", "tl/train.toml", "--key", "keys/signer.key", "--out", out, "--registry", "reg", "--json"])
+    ws.run(&[
+        "train",
+        "tl/train.toml",
+        "--key",
+        "keys/signer.key",
+        "--out",
+        out,
+        "--registry",
+        "reg",
+        "--json",
+    ])
 }
 
 #[test]
@@ -34,19 +57,56 @@ fn train_records_signs_and_verifies() {
     let json = run.json();
     assert_eq!(json["status"], "succeeded");
     assert_eq!(json["training"]["steps"], 6);
-    let products: Vec<&str> = json["products"].as_array().expect("products").iter().filter_map(|p| p["name"].as_str()).collect();
-    assert_eq!(products, ["adapter_config.json", "adapter_model.safetensors"], "metrics.jsonl is a byproduct, not a product");
-    ws.run(&["verify", "out/provenance.intoto.json", "--key", "keys/signer.pub", "--model-dir", "out", "--inputs", "--registry", "reg"])
-        .expect_code(OK, "verify");
-    ws.run(&["verify", "out/model.sig", "--key", "keys/signer.pub"]).expect_code(OK, "verify model.sig");
+    let products: Vec<&str> = json["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        products,
+        ["adapter_config.json", "adapter_model.safetensors"],
+        "metrics.jsonl is a byproduct, not a product"
+    );
+    ws.run(&[
+        "verify",
+        "out/provenance.intoto.json",
+        "--key",
+        "keys/signer.pub",
+        "--model-dir",
+        "out",
+        "--inputs",
+        "--registry",
+        "reg",
+    ])
+    .expect_code(OK, "verify");
+    ws.run(&["verify", "out/model.sig", "--key", "keys/signer.pub"])
+        .expect_code(OK, "verify model.sig");
 
     let envelope = read_json(&ws.path("out/provenance.intoto.json"));
-    let statement: serde_json::Value = serde_json::from_slice(&unb64(envelope["payload"].as_str().expect("payload"))).expect("json");
+    let statement: serde_json::Value =
+        serde_json::from_slice(&unb64(envelope["payload"].as_str().expect("payload")))
+            .expect("json");
     let predicate = &statement["predicate"];
-    assert_eq!(predicate["buildDefinition"]["buildType"], "https://trainprov.dev/buildtypes/candle-lora/v1");
+    assert_eq!(
+        predicate["buildDefinition"]["buildType"],
+        "https://trainprov.dev/buildtypes/candle-lora/v1"
+    );
     let internal = &predicate["buildDefinition"]["internalParameters"]["trainer"];
-    for field in ["seed", "rngAlgorithm", "threads", "isa", "candleVersion", "dtype", "device", "dataOrderDigest"] {
-        assert!(!internal[field].is_null(), "internalParameters.trainer.{field}: {internal}");
+    for field in [
+        "seed",
+        "rngAlgorithm",
+        "threads",
+        "isa",
+        "candleVersion",
+        "dtype",
+        "device",
+        "dataOrderDigest",
+    ] {
+        assert!(
+            !internal[field].is_null(),
+            "internalParameters.trainer.{field}: {internal}"
+        );
     }
     let params = &predicate["buildDefinition"]["externalParameters"]["params"];
     assert_eq!(params["lora.r"], "8");
@@ -57,9 +117,15 @@ fn train_records_signs_and_verifies() {
         .iter()
         .filter_map(|d| d["name"].as_str())
         .collect();
-    assert!(deps.iter().any(|d| d.starts_with("base:")) && deps.iter().any(|d| d.starts_with("data:")), "{deps:?}");
+    assert!(
+        deps.iter().any(|d| d.starts_with("base:")) && deps.iter().any(|d| d.starts_with("data:")),
+        "{deps:?}"
+    );
     let byproducts = predicate["runDetails"]["byproducts"].to_string();
-    assert!(byproducts.contains("metrics.jsonl"), "loss trace kept: {byproducts}");
+    assert!(
+        byproducts.contains("metrics.jsonl"),
+        "loss trace kept: {byproducts}"
+    );
 
     let adapter_config = read_json(&ws.path("out/adapter_config.json"));
     assert_eq!(adapter_config["peft_type"], "LORA");
@@ -72,29 +138,86 @@ fn training_twice_gives_identical_adapters_and_eval_improves() {
     train(&ws, "a").expect_code(OK, "first");
     train(&ws, "b").expect_code(OK, "second");
     for file in ["adapter_model.safetensors", "adapter_config.json"] {
-        assert_eq!(ws.read(&format!("a/{file}")), ws.read(&format!("b/{file}")), "{file} byte-identical");
+        assert_eq!(
+            ws.read(&format!("a/{file}")),
+            ws.read(&format!("b/{file}")),
+            "{file} byte-identical"
+        );
     }
-    let base = ws.run(&["eval", "--base", "tl/base", "--data", "tl/data", "--seq-len", "48", "--json"]).expect_code(OK, "eval base");
+    let base = ws
+        .run(&[
+            "eval",
+            "--base",
+            "tl/base",
+            "--data",
+            "tl/data",
+            "--seq-len",
+            "48",
+            "--json",
+        ])
+        .expect_code(OK, "eval base");
     let tuned = ws
-        .run(&["eval", "--base", "tl/base", "--adapter", "a", "--data", "tl/data", "--seq-len", "48", "--json"])
+        .run(&[
+            "eval",
+            "--base",
+            "tl/base",
+            "--adapter",
+            "a",
+            "--data",
+            "tl/data",
+            "--seq-len",
+            "48",
+            "--json",
+        ])
         .expect_code(OK, "eval adapter");
-    let (before, after) = (base.json()["mean_loss"].as_f64().expect("loss"), tuned.json()["mean_loss"].as_f64().expect("loss"));
-    assert!(after < before, "fine-tuning lowers the loss: {before} -> {after}");
+    let (before, after) = (
+        base.json()["mean_loss"].as_f64().expect("loss"),
+        tuned.json()["mean_loss"].as_f64().expect("loss"),
+    );
+    assert!(
+        after < before,
+        "fine-tuning lowers the loss: {before} -> {after}"
+    );
 }
 
 #[test]
 fn bad_configs_and_untrusted_models_are_refused_by_name() {
     let ws = example();
-    ws.write("tl/bad.toml", "[model]\nbase = \"base\"\nbogus = 1\n[data]\npath = \"data\"\n");
-    let run = ws.run(&["train", "tl/bad.toml", "--key", "keys/signer.key", "--registry", "reg"]).expect_code(INPUT, "unknown field");
-    assert!(run.stderr.contains("bogus") && run.stderr.contains("bad.toml"), "{}", run.stderr);
+    ws.write(
+        "tl/bad.toml",
+        "[model]\nbase = \"base\"\nbogus = 1\n[data]\npath = \"data\"\n",
+    );
+    let run = ws
+        .run(&[
+            "train",
+            "tl/bad.toml",
+            "--key",
+            "keys/signer.key",
+            "--registry",
+            "reg",
+        ])
+        .expect_code(INPUT, "unknown field");
+    assert!(
+        run.stderr.contains("bogus") && run.stderr.contains("bad.toml"),
+        "{}",
+        run.stderr
+    );
 
     // A base model shipped as a pickle is refused, with the reason.
     ws.write("pickled/config.json", ws.read("tl/base/config.json"));
     ws.write("pickled/tokenizer.json", ws.read("tl/base/tokenizer.json"));
-    ws.write("pickled/pytorch_model.bin", b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00.");
-    let run = ws.run(&["eval", "--base", "pickled", "--data", "tl/data"]).expect_code(INPUT, "pickle base");
-    assert!(run.stderr.contains("pytorch_model.bin") && run.stderr.to_lowercase().contains("pickle"), "{}", run.stderr);
+    ws.write(
+        "pickled/pytorch_model.bin",
+        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00.",
+    );
+    let run = ws
+        .run(&["eval", "--base", "pickled", "--data", "tl/data"])
+        .expect_code(INPUT, "pickle base");
+    assert!(
+        run.stderr.contains("pytorch_model.bin") && run.stderr.to_lowercase().contains("pickle"),
+        "{}",
+        run.stderr
+    );
 
     // A corrupted safetensors header is refused before any tensor is read.
     let mut weights = ws.read("tl/base/model.safetensors");
@@ -103,7 +226,9 @@ fn bad_configs_and_untrusted_models_are_refused_by_name() {
     ws.write("corrupt/model.safetensors", weights);
     ws.write("corrupt/config.json", ws.read("tl/base/config.json"));
     ws.write("corrupt/tokenizer.json", ws.read("tl/base/tokenizer.json"));
-    let run = ws.run(&["eval", "--base", "corrupt", "--data", "tl/data"]).expect_code(INPUT, "corrupt header");
+    let run = ws
+        .run(&["eval", "--base", "corrupt", "--data", "tl/data"])
+        .expect_code(INPUT, "corrupt header");
     assert!(run.stderr.contains("model.safetensors"), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
@@ -111,6 +236,12 @@ fn bad_configs_and_untrusted_models_are_refused_by_name() {
 #[test]
 fn print_config_is_a_valid_starting_point() {
     let ws = Workspace::new();
-    let run = ws.run(&["train", "--print-config"]).expect_code(OK, "print-config");
-    assert!(run.stdout.contains("[lora]") && run.stdout.contains("target_modules"), "{}", run.stdout);
+    let run = ws
+        .run(&["train", "--print-config"])
+        .expect_code(OK, "print-config");
+    assert!(
+        run.stdout.contains("[lora]") && run.stdout.contains("target_modules"),
+        "{}",
+        run.stdout
+    );
 }

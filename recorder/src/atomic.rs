@@ -18,9 +18,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         builder.permissions(std::fs::Permissions::from_mode(0o644));
     }
-    let mut file = builder
-        .prefix(".trainprov-")
-        .tempfile_in(&dir)?;
+    let mut file = builder.prefix(".trainprov-").tempfile_in(&dir)?;
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;

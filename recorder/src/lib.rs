@@ -28,7 +28,7 @@ pub mod paths;
 pub mod process;
 pub mod record;
 pub mod redact;
-pub mod replay;
 pub mod registry;
+pub mod replay;
 pub mod runner;
 pub mod snapshot;

@@ -10,21 +10,37 @@ use crate::Report;
 
 /// Evaluates and reports the mean loss.
 pub fn run(args: &EvalArgs) -> Result<Report, CliError> {
-    for path in [Some(&args.base), args.adapter.as_ref(), Some(&args.data)].into_iter().flatten() {
+    for path in [Some(&args.base), args.adapter.as_ref(), Some(&args.data)]
+        .into_iter()
+        .flatten()
+    {
         if !path.exists() {
-            return Err(CliError::input(anyhow!("{}: no such file or directory", shown(path))));
+            return Err(CliError::input(anyhow!(
+                "{}: no such file or directory",
+                shown(path)
+            )));
         }
     }
     let device = trainer::device::select(&args.device).or_input()?;
-    let report = trainer::mean_loss(&args.base, args.adapter.as_deref(), &args.data, args.seq_len, args.batch_size, &device)
-        .or_input()?;
+    let report = trainer::mean_loss(
+        &args.base,
+        args.adapter.as_deref(),
+        &args.data,
+        args.seq_len,
+        args.batch_size,
+        &device,
+    )
+    .or_input()?;
     let human = format!(
         "mean loss {:.4} over {} tokens in {} examples ({}{})\n",
         report.mean_loss,
         report.tokens,
         report.examples,
         shown(&args.base),
-        args.adapter.as_ref().map(|a| format!(" + adapter {}", shown(a))).unwrap_or_default()
+        args.adapter
+            .as_ref()
+            .map(|a| format!(" + adapter {}", shown(a)))
+            .unwrap_or_default()
     );
     let json = json!({
         "status": "ok",

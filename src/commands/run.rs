@@ -154,7 +154,10 @@ pub fn versions() -> BTreeMap<String, String> {
 }
 
 /// Writes OUT/model.sig and OUT/provenance.intoto.json; returns the attestation path and SHA-256.
-pub fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBuf, String), CliError> {
+pub fn sign_products(
+    finished: &Finished,
+    keys: &[SigningKey],
+) -> Result<(PathBuf, String), CliError> {
     let out = &finished.out;
     let statement = finished.record.to_statement();
     statement.check_subject_digests().or_input()?;
@@ -185,7 +188,12 @@ pub fn sign_products(finished: &Finished, keys: &[SigningKey]) -> Result<(PathBu
     Ok((path, sha))
 }
 
-pub fn report(finished: &Finished, id: &str, attestation: Option<PathBuf>, registry: &Path) -> Report {
+pub fn report(
+    finished: &Finished,
+    id: &str,
+    attestation: Option<PathBuf>,
+    registry: &Path,
+) -> Report {
     let outcome = &finished.outcome;
     let code = outcome.pass_through_code();
     let status = if outcome.succeeded() {
