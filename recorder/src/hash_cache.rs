@@ -50,7 +50,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
+use rusqlite::{params, Connection, OpenFlags};
 
 /// The schema version kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -204,41 +204,109 @@ impl HashCache {
 
     /// Looks up every key in one read transaction; `None` where the cache has no row for the
     /// inode or the row's size or times differ.
+    ///
+    /// Files of one tree were mostly created together and so have neighbouring inode numbers.
+    /// Per device, when the rows between the smallest and the largest inode asked for are not
+    /// many more than the keys (a `count(*)` over that range of the primary key tells), they
+    /// are read in one range scan and merged with the sorted keys; otherwise each key is one
+    /// primary-key lookup. The scan costs about a third of the lookups per row.
     pub fn lookup_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<[u8; 32]>>, CacheError> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        let mut found = Vec::with_capacity(keys.len());
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT size, mtime_ns, ctime_ns, blake3 FROM files WHERE dev = ?1 AND ino = ?2",
+        let mut found = vec![None; keys.len()];
+        // Key indices grouped by device, each group sorted by inode.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&i| (keys[i].dev, keys[i].ino));
+        for group in order.chunk_by(|&a, &b| keys[a].dev == keys[b].dev) {
+            let dev = keys[group[0]].dev as i64;
+            let (low, high) = (keys[group[0]].ino, keys[group[group.len() - 1]].ino);
+            // Inodes are stored as i64 bit patterns: a range is only a range below 2^63.
+            let rangeable = i64::try_from(high).is_ok();
+            let rows_in_range = if rangeable {
+                tx.prepare_cached(
+                    "SELECT count(*) FROM files WHERE dev = ?1 AND ino BETWEEN ?2 AND ?3",
                 )
-                .map_err(self.err())?;
-            for key in keys {
-                let row = stmt
-                    .query_row(params![key.dev as i64, key.ino as i64], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, i64>(2)?,
-                            row.get_ref(3)?.as_blob().map(<[u8; 32]>::try_from),
-                        ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![dev, low as i64, high as i64], |row| {
+                        row.get::<_, i64>(0)
                     })
-                    .optional()
-                    .map_err(self.err())?;
-                found.push(match row {
-                    Some((size, mtime_ns, ctime_ns, Ok(Ok(digest))))
-                        if size as u64 == key.size
-                            && mtime_ns == key.mtime_ns
-                            && ctime_ns == key.ctime_ns =>
-                    {
-                        Some(digest)
-                    }
-                    _ => None,
-                });
+                })
+                .map_err(self.err())?
+            } else {
+                i64::MAX
+            };
+            if rows_in_range <= 2 * group.len() as i64 + 256 {
+                self.scan_range(&tx, dev, (low, high), group, keys, &mut found)?;
+            } else {
+                self.point_lookups(&tx, group, keys, &mut found)?;
             }
         }
         tx.commit().map_err(self.err())?;
         Ok(found)
+    }
+
+    /// Reads the rows of one device between two inodes and merges them with `group` (indices
+    /// into `keys`, sorted by inode).
+    fn scan_range(
+        &self,
+        tx: &Connection,
+        dev: i64,
+        (low, high): (u64, u64),
+        group: &[usize],
+        keys: &[CacheKey],
+        found: &mut [Option<[u8; 32]>],
+    ) -> Result<(), CacheError> {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT ino, size, mtime_ns, ctime_ns, blake3 FROM files
+                 WHERE dev = ?1 AND ino BETWEEN ?2 AND ?3 ORDER BY ino",
+            )
+            .map_err(self.err())?;
+        let mut rows = stmt
+            .query(params![dev, low as i64, high as i64])
+            .map_err(self.err())?;
+        let mut next = 0;
+        while let Some(row) = rows.next().map_err(self.err())? {
+            let ino = row.get::<_, i64>(0).map_err(self.err())? as u64;
+            while next < group.len() && keys[group[next]].ino < ino {
+                next += 1;
+            }
+            // Several keys may share an inode (hard links inside the tree).
+            let mut at = next;
+            while at < group.len() && keys[group[at]].ino == ino {
+                let key = &keys[group[at]];
+                found[group[at]] = matching_digest(row, key).map_err(self.err())?;
+                at += 1;
+            }
+            if next >= group.len() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One primary-key lookup per key.
+    fn point_lookups(
+        &self,
+        tx: &Connection,
+        group: &[usize],
+        keys: &[CacheKey],
+        found: &mut [Option<[u8; 32]>],
+    ) -> Result<(), CacheError> {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT ino, size, mtime_ns, ctime_ns, blake3 FROM files WHERE dev = ?1 AND ino = ?2",
+            )
+            .map_err(self.err())?;
+        for &index in group {
+            let key = &keys[index];
+            let mut rows = stmt
+                .query(params![key.dev as i64, key.ino as i64])
+                .map_err(self.err())?;
+            if let Some(row) = rows.next().map_err(self.err())? {
+                found[index] = matching_digest(row, key).map_err(self.err())?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores digests in one write transaction, replacing older rows for the same inodes.
@@ -295,6 +363,21 @@ impl HashCache {
     }
 }
 
+/// The digest of a `(ino, size, mtime_ns, ctime_ns, blake3)` row when size and times match.
+fn matching_digest(row: &rusqlite::Row<'_>, key: &CacheKey) -> rusqlite::Result<Option<[u8; 32]>> {
+    let same = row.get::<_, i64>(1)? as u64 == key.size
+        && row.get::<_, i64>(2)? == key.mtime_ns
+        && row.get::<_, i64>(3)? == key.ctime_ns;
+    if !same {
+        return Ok(None);
+    }
+    Ok(row
+        .get_ref(4)?
+        .as_blob()
+        .ok()
+        .and_then(|blob| <[u8; 32]>::try_from(blob).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +422,52 @@ mod tests {
             cache.lookup_many(&[moved, key(1)]).expect("lookup"),
             vec![Some([9u8; 32]), None]
         );
+    }
+
+    /// Both lookup strategies (range scan, point lookups) give the same answers, including
+    /// for hard links (two keys, one inode), several devices and inodes at or above 2^63.
+    #[test]
+    fn range_scan_and_point_lookups_agree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cache = HashCache::open(&dir.path().join("c.sqlite")).expect("open");
+        let stored: Vec<CacheKey> = (0..2_000u64)
+            .map(|i| CacheKey {
+                dev: 1 + i % 2,
+                ino: 1_000 + i,
+                ..key(0)
+            })
+            .chain([u64::MAX - 5, 1 << 63].map(|ino| CacheKey { ino, ..key(0) }))
+            .collect();
+        let digest_of = |k: &CacheKey| {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&k.ino.to_le_bytes());
+            d[8..16].copy_from_slice(&k.dev.to_le_bytes());
+            d
+        };
+        let digests: Vec<[u8; 32]> = stored.iter().map(digest_of).collect();
+        cache
+            .insert_many(stored.iter().zip(&digests).map(|(k, d)| (k, "p", d)))
+            .expect("insert");
+        let mut stale = stored[7];
+        stale.mtime_ns += 1;
+        let absent = CacheKey {
+            ino: 999,
+            ..stored[0]
+        };
+        // Dense: most of the range asked for (scan). Sparse: 3 keys over 2,000 rows (lookups).
+        let dense: Vec<CacheKey> = stored[..1_500]
+            .iter()
+            .copied()
+            .chain([stored[10], stale, absent, stored[2_000], stored[2_001]])
+            .collect();
+        let sparse = vec![stored[0], stored[1_998], stale, stored[2_001]];
+        for keys in [dense, sparse] {
+            let found = cache.lookup_many(&keys).expect("lookup");
+            for (k, got) in keys.iter().zip(&found) {
+                let want = (*k != stale && *k != absent).then(|| digest_of(k));
+                assert_eq!(*got, want, "{k:?}");
+            }
+        }
     }
 
     #[test]
