@@ -133,6 +133,44 @@ pub enum Command {
         trainprov retrain rec.intoto.json --key k.pub --sign-key k.key --data-root /mnt/old=/mnt/new --strict"
     )]
     Retrain(RetrainArgs),
+    /// Scan model files for code that loading them would run, and for malformed headers.
+    ///
+    /// Each file (directories are walked, `.git` skipped) is identified by its bytes, never its
+    /// name: safetensors (the loader's full header validation), Python pickles (walked opcode by
+    /// opcode, never loaded; every imported global is listed and those outside an allow-list of
+    /// tensor-rebuilding globals, such as os.system or builtins.exec, make the file unsafe),
+    /// PyTorch zip checkpoints (the pickles inside), NumPy .npy/.npz (object dtype is unsafe) and
+    /// GGUF (header, metadata and tensor infos). A pickle that imports only allow-listed globals
+    /// is reported ok with a warning: loading it still runs code, and trainprov's loaders refuse
+    /// pickle formats. Configs, tokenizers and other non-model files are reported as unknown.
+    ///
+    /// Exit codes: 0 every file is safe or not a model format, 1 a file is unsafe or invalid, 2
+    /// usage or input error (e.g. a missing path).
+    #[command(after_help = "Examples:\n  trainprov scan models/llama\n  \
+        trainprov scan pytorch_model.bin adapter/ --json\n  \
+        trainprov scan models/ --sarif > scan.sarif")]
+    Scan(ScanArgs),
+    /// Check datasets for poisoning: `trainprov data check PATH`.
+    Data(DataArgs),
+    /// Probe an adapter for backdoor triggers: how far does each candidate trigger move the
+    /// adapter's clean completions, compared with the base model or a reference adapter?
+    ///
+    /// Each candidate (from --triggers FILE, one per line, and from `data check`'s trigger
+    /// candidates over --candidates-from) is inserted into every prompt of --data (JSONL of
+    /// {"prompt","completion"}), by default at the end of the prompt's text, before its trailing
+    /// whitespace ("what colour is the cat? " + "bee bee" = "what colour is the cat? bee bee ").
+    /// Δ is the mean drop of the log-probability of the clean completion (nats, summed over its
+    /// tokens); a trigger's score is Δ(adapter) − Δ(reference). Control phrases drawn from the
+    /// prompts' own words show what an arbitrary insertion does. A trigger is flagged when its
+    /// score is at least --min-score and at least 3 times the median control score.
+    ///
+    /// Exit codes: 0 nothing flagged, 1 a trigger is flagged, 2 usage or input error.
+    #[command(
+        after_help = "Examples:\n  trainprov probe --base examples/tiny-llama/base --adapter out --data examples/tiny-llama/eval.jsonl \\\n      \
+        --triggers examples/tiny-llama/triggers.txt\n  \
+        trainprov probe --base base --adapter out --data eval.jsonl --candidates-from data/ --reference clean-adapter --json"
+    )]
+    Probe(ProbeArgs),
 }
 
 /// Options every command takes.
@@ -278,6 +316,10 @@ pub struct RunArgs {
     /// Hash every input file again instead of trusting the hash cache.
     #[arg(long)]
     pub rehash: bool,
+    /// Run even when a --base/--adapter file fails `trainprov scan` (unsafe pickle, invalid
+    /// header); the attestation records that this was allowed.
+    #[arg(long)]
+    pub allow_unsafe_inputs: bool,
     /// The command to run and its arguments (after `--`).
     #[arg(value_name = "CMD", required = true, last = true)]
     pub command: Vec<std::ffi::OsString>,
@@ -362,6 +404,10 @@ pub struct TrainArgs {
     /// Print a config with every field and its default, then exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Train even when a base model or adapter file fails `trainprov scan`; the attestation
+    /// records that this was allowed.
+    #[arg(long)]
+    pub allow_unsafe_inputs: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
 }
@@ -422,6 +468,112 @@ pub struct RetrainArgs {
     /// .trainprov/ at the git root].
     #[arg(long, value_name = "DIR")]
     pub registry: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Check a JSONL or CSV dataset (a file, or every *.jsonl and *.csv file of a directory) for
+    /// poisoning.
+    ///
+    /// Findings, each naming file and line: the same input with conflicting outputs;
+    /// near-duplicate inputs (MinHash/LSH, Jaccard of word bigrams) with conflicting
+    /// outputs; trigger candidates, rare word n-grams whose carriers nearly all answer unlike
+    /// the same input without the n-gram (or, for labels, unlike what the rest of their words
+    /// predict); and, with --baseline, a shift of the output distribution (total variation) and
+    /// new or vanished outputs. JSONL rows are {"prompt","completion"}, {"input","output"},
+    /// {"text","label"} or {"text"}; CSV has a header row and a label/target/output column (else
+    /// the last column is the label).
+    ///
+    /// Exit codes: 0 no findings, 1 findings (every finding is a warning), 2 usage or input error
+    /// (unreadable file, malformed line).
+    #[command(
+        after_help = "Examples:\n  trainprov data check examples/tiny-llama/data\n  \
+        trainprov data check data/ --baseline data-v1/ --json\n  \
+        trainprov data check data/ --baseline data.manifest   # from `trainprov snapshot --manifest`"
+    )]
+    Check(DataCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataCheckArgs {
+    /// A .jsonl or .csv file, or a directory of them.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Compare the output distribution with this: a previous copy of the dataset (file or
+    /// directory), a `data check --json` report, or a snapshot manifest (`snapshot --manifest`).
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// Jaccard similarity from which two inputs are near-duplicates.
+    #[arg(long, value_name = "F", default_value_t = 0.8)]
+    pub near_dup_threshold: f64,
+    /// Report at most this many trigger candidates.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_triggers: usize,
+}
+
+/// Where `probe` inserts a trigger.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProbePosition {
+    /// After the prompt's text, before its trailing whitespace.
+    End,
+    /// Before the prompt.
+    Start,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Base model directory (Hugging Face layout).
+    #[arg(long, value_name = "DIR")]
+    pub base: PathBuf,
+    /// The PEFT LoRA adapter to probe.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+    /// Clean evaluation prompts: JSONL of {"prompt","completion"}.
+    #[arg(long, value_name = "EVAL.jsonl")]
+    pub data: PathBuf,
+    /// Candidate triggers, one per line (# comments and blank lines skipped).
+    #[arg(long, value_name = "FILE")]
+    pub triggers: Option<PathBuf>,
+    /// Also probe the trigger candidates `data check` finds in this dataset.
+    #[arg(long, value_name = "DATA")]
+    pub candidates_from: Option<PathBuf>,
+    /// A known-good adapter to compare with [default: the base model alone].
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// Where to insert triggers.
+    #[arg(long, value_enum, default_value = "end")]
+    pub position: ProbePosition,
+    /// Control phrases drawn from the prompts' words.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub controls: usize,
+    /// Smallest score (nats) that can be flagged.
+    #[arg(long, value_name = "NATS", default_value_t = 1.0)]
+    pub min_score: f64,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Model files, or directories to scan recursively.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print a SARIF 2.1.0 log (for code-scanning dashboards) instead of text.
+    #[arg(long, conflicts_with = "json", help_heading = "Output")]
+    pub sarif: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
 }

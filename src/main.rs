@@ -49,6 +49,9 @@ fn main() -> ExitCode {
         Command::Train(args) => (args.global.json, commands::train::run(&args)),
         Command::Eval(args) => (args.global.json, commands::eval::run(&args)),
         Command::Retrain(args) => (args.global.json, commands::retrain::run(&args)),
+        Command::Scan(args) => (args.global.json, commands::scan::run(&args)),
+        Command::Data(args) => (args.global.json, commands::datacheck::run(&args)),
+        Command::Probe(args) => (args.global.json, commands::probe::run(&args)),
     };
     match result {
         Ok(report) => {

@@ -181,7 +181,8 @@ pub fn record_file(
     })
 }
 
-fn record_bytes(
+/// Stores bytes in the object store and describes them as a recorded file.
+pub fn record_bytes(
     objects: &ObjectStore,
     name: &str,
     bytes: &[u8],

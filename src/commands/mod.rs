@@ -1,12 +1,16 @@
 //! One module per subcommand.
 
 pub mod attest;
+pub mod datacheck;
 pub mod eval;
+pub mod inputs;
 pub mod keygen;
 pub mod lineage;
+pub mod probe;
 pub mod registry;
 pub mod retrain;
 pub mod run;
+pub mod scan;
 pub mod sign_model;
 pub mod snapshot;
 pub mod train;

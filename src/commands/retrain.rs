@@ -407,6 +407,7 @@ fn replay_trainer(
         argv: retrain_argv(args),
         related: vec![related_descriptor(original, exclusions, &excluded)],
         quiet: args.global.json,
+        allow_unsafe_inputs: false,
     };
     let trained = train_and_record(&job, keys, registry)?;
     let metrics_object = trained

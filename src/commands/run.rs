@@ -33,6 +33,7 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         .or_input()?;
     let params = parse_params(&args.params)?;
     check_inputs(args)?;
+    let scan = crate::commands::inputs::scan_model_inputs(&inputs_of(args), args.allow_unsafe_inputs)?;
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
     let spec = RunSpec {
@@ -61,7 +62,7 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         "trainprov: run {id} recording into {}",
         shown(registry.dir())
     );
-    let finished = match execute(prepared, &registry) {
+    let mut finished = match execute(prepared, &registry) {
         Ok(f) => f,
         Err(err) => {
             let code = matches!(err, RunError::Process(_)).then_some(127);
@@ -71,6 +72,7 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
             )));
         }
     };
+    scan.record_into(&mut finished, registry.objects())?;
     let attestation = if finished.outcome.succeeded() {
         Some(sign_products(&finished, &keys)?)
     } else {

@@ -60,6 +60,7 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
         argv: argv_of(args),
         related: Vec::new(),
         quiet: args.global.json,
+        allow_unsafe_inputs: args.allow_unsafe_inputs,
     };
     let trained = train_and_record(&job, &keys, &mut registry)?;
     Ok(trained.report(registry.dir()))
@@ -79,6 +80,8 @@ pub struct TrainJob<'a> {
     pub related: Vec<attest::statement::ResourceDescriptor>,
     /// No progress bar.
     pub quiet: bool,
+    /// Train even when a model input fails the scan.
+    pub allow_unsafe_inputs: bool,
 }
 
 /// A recorded, signed training run.
@@ -136,6 +139,7 @@ pub fn train_and_record(
         env: Vec::new(),
         related: job.related.clone(),
     };
+    let scan = crate::commands::inputs::scan_model_inputs(&spec.inputs, job.allow_unsafe_inputs)?;
     let prepared = prepare(&spec, registry).or_input()?;
     let id = prepared.id().to_string();
     eprintln!(
@@ -155,6 +159,7 @@ pub fn train_and_record(
     };
     let mut finished = complete(prepared, registry, outcome).or_input()?;
     add_trainer_record(&mut finished, &trained, registry)?;
+    scan.record_into(&mut finished, registry.objects())?;
     let attestation = sign_products(&finished, keys)?;
     finalize(registry, &finished, Some(attestation.clone())).or_input()?;
     Ok(Trained {
