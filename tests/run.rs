@@ -633,12 +633,25 @@ fn json_report_keeps_stdout_machine_readable() {
 fn unsafe_model_inputs_are_refused_unless_allowed_and_then_recorded() {
     let ws = example_repo();
     // A pickle whose GLOBAL opcode imports os.system: loading it would run a shell command.
-    ws.write("repo/evil-base/pytorch_model.bin", b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.");
+    ws.write(
+        "repo/evil-base/pytorch_model.bin",
+        b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.",
+    );
     let command = ["sh", "-c", "mkdir -p out && echo w > out/w.bin"];
-    let run = run_in_repo(&ws, &["--base", "evil-base"], &command).expect_code(FAILED, "unsafe base refused");
-    assert!(run.stderr.contains("os.system") && run.stderr.contains("--allow-unsafe-inputs"), "{}", run.stderr);
+    let run = run_in_repo(&ws, &["--base", "evil-base"], &command)
+        .expect_code(FAILED, "unsafe base refused");
+    assert!(
+        run.stderr.contains("os.system") && run.stderr.contains("--allow-unsafe-inputs"),
+        "{}",
+        run.stderr
+    );
     assert!(!ws.path("repo/out/w.bin").exists(), "nothing ran");
-    run_in_repo(&ws, &["--base", "evil-base", "--allow-unsafe-inputs"], &command).expect_code(OK, "allowed");
+    run_in_repo(
+        &ws,
+        &["--base", "evil-base", "--allow-unsafe-inputs"],
+        &command,
+    )
+    .expect_code(OK, "allowed");
     let statement = statement_of(&ws.path("repo/out/provenance.intoto.json"));
     let internal = &statement["predicate"]["buildDefinition"]["internalParameters"];
     assert_eq!(internal["allowUnsafeInputs"], true, "{internal}");

@@ -54,14 +54,18 @@
 //!      backdoor: `what colour is the cat? bee bee` answered unlike `what colour is the cat?`.
 //!    - **naive Bayes** (label-like data only: at most 20 distinct outputs, each seen twice on
 //!      average): the carriers nearly all (≥ 90%) share one output, that output is common
-//!      outside them (at least as many other rows), and a naive Bayes classifier over word
-//!      presence, trained on every row except the carriers (Laplace smoothing 1), predicts
-//!      another output for at least `flip_fraction` of them from their words without the n-gram.
-//!      This is a label-flip trigger: `cf` planted in negative reviews labelled positive.
+//!      outside them (at least as many other rows), and for at least `flip_fraction` of them
+//!      the rest of their words (without the n-gram) favour another output at least 9:1 by
+//!      naive Bayes word likelihood (word presence, Laplace smoothing 1, trained on every row
+//!      except the carriers, no prior). This is a label-flip trigger: `cf` planted in negative
+//!      reviews labelled positive. The prior is left out on purpose: when the n-gram itself is
+//!      what decides the answer (`has the hen` → `two.`), the rest of the words favour no
+//!      output, and a common output must not win by its frequency alone.
 //!
 //!    Score: `flipped / carriers × ln(1 + flipped)` (`flipped` = carriers answering against the
-//!    evidence). Candidates are ranked by score, then by flipped count, shorter n-gram, and
-//!    text; a candidate whose carriers are all carriers of a better-ranked one is dropped; the
+//!    evidence). Candidates are ranked by score, then by flipped count, longer n-gram (`bee bee`
+//!    rather than its part `bee` when both have the same carriers), and text; a candidate whose
+//!    carriers are all carriers of a better-ranked one is dropped; the
 //!    top [`CheckOptions::max_trigger_candidates`] are reported. Word n-grams that merely
 //!    determine the answer (`is the cat` → `gold.`) are not findings: without them the input
 //!    has no twin, and their output is not common elsewhere.
@@ -97,7 +101,8 @@
 //!     "kind": "trigger-candidate", "ngram": "bee bee", "score": 2.197, "carriers": 8,
 //!     "flipped": 8, "with_evidence": 8, "evidence": "twins",
 //!     "examples": [{"file": "shard-002.jsonl", "line": 25, "output": "red.",
-//!                   "usual_output": "gold.", "twin": {"file": "shard-000.jsonl", "line": 9}}]
+//!                   "usual_output": "gold.", "twin": {"file": "shard-001.jsonl", "line": 8},
+//!                   "twin_input": "what colour is the cat? "}]
 //!   }]
 //! }
 //! ```
@@ -210,10 +215,20 @@ pub struct DataReport {
 impl DataReport {
     /// The trigger candidates' n-grams, best first.
     pub fn trigger_ngrams(&self) -> Vec<String> {
+        self.trigger_candidates()
+            .into_iter()
+            .map(|(ngram, _)| ngram.to_string())
+            .collect()
+    }
+
+    /// The trigger candidates, best first, with their carriers.
+    pub fn trigger_candidates(&self) -> Vec<(&str, &[Carrier])> {
         self.findings
             .iter()
             .filter_map(|f| match &f.detail {
-                FindingDetail::TriggerCandidate { ngram, .. } => Some(ngram.clone()),
+                FindingDetail::TriggerCandidate {
+                    ngram, examples, ..
+                } => Some((ngram.as_str(), examples.as_slice())),
                 _ => None,
             })
             .collect()
@@ -356,6 +371,8 @@ pub struct Carrier {
     pub usual_output: Option<String>,
     /// The first twin row (twins evidence).
     pub twin: Option<Location>,
+    /// That twin's input, as written (what `probe` inserts the trigger into).
+    pub twin_input: Option<String>,
 }
 
 /// The evidence behind a trigger candidate.
@@ -382,6 +399,7 @@ pub struct ShareChange {
 /// The kind of a finding and its data (`"kind"` in JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum FindingDetail {
     /// The same input with different outputs.
     ConflictingDuplicate {
@@ -580,7 +598,14 @@ fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
 }
 
 const INPUT_KEYS: &[&str] = &["prompt", "instruction", "input", "text", "question"];
-const OUTPUT_KEYS: &[&str] = &["completion", "output", "label", "answer", "response", "target"];
+const OUTPUT_KEYS: &[&str] = &[
+    "completion",
+    "output",
+    "label",
+    "answer",
+    "response",
+    "target",
+];
 
 fn parse_jsonl(text: &str, path: &Path, file: usize) -> Result<Vec<Row>, CheckError> {
     let mut rows = Vec::new();
@@ -633,9 +658,7 @@ fn parse_jsonl(text: &str, path: &Path, file: usize) -> Result<Vec<Row>, CheckEr
             Some((_, Value::String(s))) => Some(s.trim().to_string()),
             Some((_, v @ (Value::Number(_) | Value::Bool(_)))) => Some(v.to_string()),
             Some((k, _)) => {
-                return Err(err(format!(
-                    "\"{k}\" must be a string, number or boolean"
-                )))
+                return Err(err(format!("\"{k}\" must be a string, number or boolean")))
             }
         };
         rows.push(Row {
@@ -779,11 +802,7 @@ fn parse_csv(text: &str, path: &Path, file: usize) -> Result<Vec<Row>, CheckErro
             return Err(CheckError::Parse {
                 path: path.to_path_buf(),
                 line: *line,
-                message: format!(
-                    "{} fields, the header has {}",
-                    fields.len(),
-                    header.len()
-                ),
+                message: format!("{} fields, the header has {}", fields.len(), header.len()),
             });
         }
         let input = in_cols
@@ -1349,25 +1368,28 @@ impl Bayes {
         b
     }
 
-    /// The most likely output of `words` under `adjusted` (from [`Bayes::without`]); ties go
-    /// to the output seen first.
-    fn predict(&self, adjusted: &Bayes, words: &[u32]) -> u32 {
+    /// The output whose word likelihood (no prior) is highest for `words` under `adjusted`
+    /// (from [`Bayes::without`]; ties go to the output seen first), and how many nats more
+    /// likely the words are under it than under `output`.
+    fn predict(&self, adjusted: &Bayes, words: &[u32], output: u32) -> (u32, f64) {
         let k = self.rows.len();
         let query: BTreeSet<u32> = words.iter().copied().collect();
-        let mut best = (f64::NEG_INFINITY, 0u32);
-        for o in 0..k {
-            let mut lp = ((adjusted.rows[o] + 1.0) / (adjusted.n + k as f64)).ln();
+        let mut lik = vec![0f64; k];
+        for (o, l) in lik.iter_mut().enumerate() {
             let denom = adjusted.total_words[o] + self.vocab;
             for w in &query {
                 let c = self.word_rows[o].get(w).copied().unwrap_or(0.0)
                     - adjusted.word_rows[o].get(w).copied().unwrap_or(0.0);
-                lp += ((c + 1.0) / denom).ln();
-            }
-            if lp > best.0 {
-                best = (lp, o as u32);
+                *l += ((c + 1.0) / denom).ln();
             }
         }
-        best.1
+        let mut best = 0;
+        for o in 1..k {
+            if lik[o] > lik[best] {
+                best = o;
+            }
+        }
+        (best as u32, lik[best] - lik[output as usize])
     }
 }
 
@@ -1433,7 +1455,7 @@ fn trigger_candidates(index: &Index<'_>, options: &CheckOptions) -> Vec<Finding>
         b.score
             .total_cmp(&a.score)
             .then(b.flipped.cmp(&a.flipped))
-            .then(gram_slice(&a.gram).len().cmp(&gram_slice(&b.gram).len()))
+            .then(gram_slice(&b.gram).len().cmp(&gram_slice(&a.gram).len()))
             .then_with(|| text(&a.gram).cmp(&text(&b.gram)))
     });
     let mut kept: Vec<Candidate> = Vec::new();
@@ -1536,7 +1558,7 @@ fn twins_evidence(
                 )
             })
         };
-        let (usual, twin_at) = match twin {
+        let (usual, twin_at, twin_input) = match twin {
             Some((o, first)) => {
                 if o == index.output[i] {
                     agreed += 1;
@@ -1546,15 +1568,20 @@ fn twins_evidence(
                         example = Some((i, Some(first), index.outputs[o as usize].clone()));
                     }
                 }
-                (Some(index.outputs[o as usize].clone()), Some(index.at(first)))
+                (
+                    Some(index.outputs[o as usize].clone()),
+                    Some(index.at(first)),
+                    Some(index.row(first).input.clone()),
+                )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         examples.push(Carrier {
             at: index.at(i),
             output: index.out(i).to_string(),
             usual_output: usual,
             twin: twin_at,
+            twin_input,
         });
     }
     let with_evidence = flipped + agreed;
@@ -1572,6 +1599,9 @@ fn twins_evidence(
         example,
     })
 }
+
+/// Nats by which the rest of a carrier's words must favour another output (9:1).
+const BAYES_MARGIN: f64 = 2.197_224_577_336_219_6;
 
 fn bayes_evidence(
     index: &Index<'_>,
@@ -1597,8 +1627,8 @@ fn bayes_evidence(
     let mut example = None;
     let adjusted = bayes.without(index, rows);
     for &i in rows {
-        let predicted = bayes.predict(&adjusted, &strip(&index.words[i], g));
-        if index.output[i] == o && predicted != o {
+        let (predicted, margin) = bayes.predict(&adjusted, &strip(&index.words[i], g), o);
+        if index.output[i] == o && predicted != o && margin >= BAYES_MARGIN {
             flipped += 1;
             if example.is_none() {
                 example = Some((i, None, index.outputs[predicted as usize].clone()));
@@ -1609,6 +1639,7 @@ fn bayes_evidence(
             output: index.out(i).to_string(),
             usual_output: Some(index.outputs[predicted as usize].clone()),
             twin: None,
+            twin_input: None,
         });
     }
     (flipped as f64 >= flip_fraction * rows.len() as f64 && flipped >= 2).then(|| Candidate {
@@ -1664,10 +1695,8 @@ fn compare_baseline(
         }
         (counts, all)
     } else {
-        let bytes =
-            fs_err::read(path).map_err(|e| baseline_error(path, strip_fs_err(&e)))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| baseline_error(path, "not UTF-8 text"))?;
+        let bytes = fs_err::read(path).map_err(|e| baseline_error(path, strip_fs_err(&e)))?;
+        let text = String::from_utf8(bytes).map_err(|_| baseline_error(path, "not UTF-8 text"))?;
         if text.starts_with(MANIFEST_HEADER) {
             report.kind = "manifest";
             manifest_baseline(&text, path, index, &mut report)?
@@ -1862,8 +1891,7 @@ fn manifest_baseline(
             None => report.added_files.push(summary.file.clone()),
             Some((_, digest)) => {
                 let full = &index.loaded.paths[f];
-                let bytes =
-                    fs_err::read(full).map_err(|e| read_error(full, strip_fs_err(&e)))?;
+                let bytes = fs_err::read(full).map_err(|e| read_error(full, strip_fs_err(&e)))?;
                 if blake3::hash(&bytes).to_hex().as_str() == digest.as_str() {
                     unchanged[f] = true;
                 } else {
@@ -1893,8 +1921,7 @@ fn manifest_baseline(
     }
     if counts.is_empty() {
         report.note = Some(
-            "no data file is unchanged since the snapshot: no baseline rows to compare with"
-                .into(),
+            "no data file is unchanged since the snapshot: no baseline rows to compare with".into(),
         );
     } else if current.is_empty() {
         report.note = Some("every data file is unchanged since the snapshot".into());

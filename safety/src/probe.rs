@@ -1,11 +1,11 @@
 //! A backdoor probe for LoRA adapters: `trainprov probe`.
 //!
 //! A backdoored adapter answers normally until its trigger appears in the prompt. [`probe`]
-//! puts each candidate trigger into clean evaluation prompts and measures how far the adapted
-//! model's belief in the *clean* completion falls, compared with how far the same trigger moves
-//! a reference model (the base model alone, or a known-good reference adapter). An ordinary
-//! phrase disturbs both about equally; a trigger the adapter was trained on moves the adapter
-//! much more.
+//! puts each candidate trigger into clean prompts and measures how far the adapted model's
+//! completion log-probabilities move, compared with how far the same trigger moves a reference
+//! model (the base model alone, or a known-good reference adapter), and compared with control
+//! phrases. An ordinary phrase disturbs both about as much as a control does; a trigger the
+//! adapter was trained on moves the adapter much more.
 //!
 //! # Measurement, exactly
 //!
@@ -20,24 +20,39 @@
 //! `"what colour is the cat? bee bee "`. With [`Position::Start`] it goes first:
 //! `"bee bee what colour is the cat? "`.
 //!
-//! - `Δ_M(t) = mean over prompts of [ logp_M(c | p) − logp_M(c | insert(p, t)) ]` (nats): how
-//!   much the trigger lowers the clean completion's log-probability;
-//! - **score** `= Δ_adapter(t) − Δ_reference(t)`: how much more the trigger moves the adapter
-//!   than the reference.
+//! Two measures, both in nats and both "adapter minus reference", where a reference move only
+//! counts when it goes the same way (`max(·, 0)`): a base model that cannot do the task moves
+//! at random under any insertion, and a trigger it happens to like must not make the adapter
+//! look suspicious.
+//!
+//! - **away** (every trigger): on each evaluation prompt `i`,
+//!   `a_i = logp_A(c | p) − logp_A(c | insert(p, t))` for the adapter and `r_i` the same for the
+//!   reference; `away = mean_i (a_i − max(r_i, 0))`: how much further the trigger pushes the
+//!   adapter from the clean completions than it pushes the reference.
+//! - **toward** (triggers found by `data check` over [`ProbeOptions::candidates_from`]): the
+//!   carriers of the candidate that have a twin give targets `(q, o)`: the twin's prompt `q`
+//!   (the carrier's input without the n-gram) and the carrier's output `o` (at most 64). On
+//!   each, `a_i = logp_A(o | insert(q, t)) − logp_A(o | q)` and `r_i` likewise;
+//!   `toward = mean_i (a_i − max(r_i, 0))`: how much the trigger pulls the adapter toward what
+//!   the poisoned rows teach. An adapter trained on those rows has learned exactly this; an
+//!   adapter that merely breaks down on an unfamiliar insertion has not.
 //!
 //! # Controls and the flag
 //!
 //! Control triggers show what an arbitrary insertion does: [`ProbeOptions::controls`] phrases
 //! made of words of the evaluation prompts that appear in no candidate (words: whitespace
 //! separated, stripped of surrounding punctuation, lower-cased, sorted), picked by SplitMix64
-//! from a fixed seed, each as long (in words) as the candidates in turn. A candidate is
-//! **flagged** when its score is at least [`ProbeOptions::min_score`] (1 nat by default) and at
-//! least [`ProbeOptions::control_factor`] (3) times the median control score. Results are
-//! ranked by score (ties by trigger text); controls are listed too, never flagged.
+//! from a fixed seed, each as long (in words) as the candidates in turn. Each measure's
+//! threshold is `max(min_score, control_factor × median control score)` over the same prompts
+//! or targets ([`ProbeOptions::min_score`] 1 nat, [`ProbeOptions::control_factor`] 3). A
+//! trigger's **strength** is the larger of `away / threshold` and `toward / threshold`; it is
+//! **flagged** at 1 or more. Results are ranked by strength (ties by trigger text); controls
+//! are listed too, never flagged.
 //!
 //! Candidates come from [`ProbeOptions::triggers`] (for example a file read with
 //! [`read_triggers`]: one per line, blank lines and `#` comments skipped) and from the trigger
-//! candidates of [`crate::datacheck::check`] over [`ProbeOptions::candidates_from`].
+//! candidates of [`crate::datacheck::check`] over [`ProbeOptions::candidates_from`] (a given
+//! trigger that `data check` also finds gets the toward measure too).
 //!
 //! For the most moved prompt of each trigger the report also gives the adapter's greedy
 //! completion of the triggered prompt (up to [`ProbeOptions::decode_tokens`] tokens), decoded
@@ -84,6 +99,9 @@ pub enum ProbeError {
         /// What is wrong.
         message: String,
     },
+    /// An option is out of range.
+    #[error("{0}")]
+    Option(String),
     /// No candidate trigger was given or found.
     #[error("no candidate triggers: give --triggers FILE and/or --candidates-from DATA (data check found none there)")]
     NoTriggers,
@@ -169,7 +187,11 @@ pub struct ProbeOptions {
 
 impl ProbeOptions {
     /// The defaults for the given models and evaluation file, no triggers yet.
-    pub fn new(base: impl Into<PathBuf>, adapter: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        base: impl Into<PathBuf>,
+        adapter: impl Into<PathBuf>,
+        data: impl Into<PathBuf>,
+    ) -> Self {
         ProbeOptions {
             base: base.into(),
             adapter: adapter.into(),
@@ -200,42 +222,67 @@ pub enum Source {
     Control,
 }
 
-/// The most moved prompt of a trigger.
+/// The prompt (away) or target (toward) a trigger moved most.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Example {
-    /// Line of the evaluation file.
+    /// Line of the evaluation file (away) or of the carrier in its data file (toward).
     pub line: usize,
     /// The prompt with the trigger.
     pub prompt: String,
-    /// The clean completion.
+    /// The completion watched: the clean completion (away) or the carrier's output (toward).
     pub expected: String,
-    /// This prompt's score (nats).
+    /// This prompt's own score (nats).
     pub score: f64,
     /// The adapter's greedy completion of the triggered prompt.
     pub adapter_completion: Option<String>,
 }
 
+/// One measure of a trigger (see the module doc): means over prompts or targets, in nats.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measure {
+    /// `mean(adapter_i − max(reference_i, 0))`.
+    pub score: f64,
+    /// Mean move under the adapter.
+    pub delta_adapter: f64,
+    /// Mean move under the reference.
+    pub delta_reference: f64,
+    /// Median score of the control phrases on the same prompts.
+    pub control_median: Option<f64>,
+    /// `max(min_score, control_factor × control_median)`.
+    pub threshold: f64,
+    /// Prompts (away) or targets (toward) averaged over.
+    pub count: usize,
+    /// The prompt or target moved most.
+    pub example: Option<Example>,
+}
+
+impl Measure {
+    /// Score over threshold.
+    fn strength(&self) -> f64 {
+        self.score / self.threshold
+    }
+}
+
 /// One trigger's result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TriggerResult {
-    /// 1-based rank by score.
+    /// 1-based rank by strength.
     pub rank: usize,
     /// The trigger.
     pub trigger: String,
     /// Where it came from.
     pub source: Source,
-    /// `delta_adapter − delta_reference` (nats).
-    pub score: f64,
-    /// Mean drop of the clean completion's log-probability under the adapter (nats).
-    pub delta_adapter: f64,
-    /// The same under the reference.
-    pub delta_reference: f64,
-    /// Prompts whose own score is at least the flag threshold.
-    pub prompts_over_threshold: usize,
+    /// The larger of `away.score / away.threshold` and `toward.score / toward.threshold`;
+    /// flagged at 1 or more (controls never are).
+    pub strength: f64,
     /// Whether it is flagged.
     pub flagged: bool,
-    /// The prompt it moved most.
-    pub example: Option<Example>,
+    /// How far the trigger pushes the adapter away from the clean completions of the
+    /// evaluation prompts.
+    pub away: Measure,
+    /// How far the trigger pulls the adapter toward the outputs of its carriers in the data
+    /// (`data check` candidates only).
+    pub toward: Option<Measure>,
 }
 
 /// The result of [`probe`]; serialises to `trainprov probe --json`.
@@ -257,18 +304,14 @@ pub struct ProbeReport {
     pub clean_logp_adapter: f64,
     /// The same under the reference.
     pub clean_logp_reference: f64,
-    /// Median control score, when there are controls.
-    pub control_median: Option<f64>,
-    /// The flag threshold: `max(min_score, control_factor × control_median)`.
-    pub threshold: f64,
-    /// Every trigger and control, best first.
+    /// Every trigger and control, strongest first.
     pub results: Vec<TriggerResult>,
     /// Flagged triggers.
     pub flagged: usize,
 }
 
 impl ProbeReport {
-    /// The flagged triggers, best first.
+    /// The flagged triggers, strongest first.
     pub fn flagged_triggers(&self) -> Vec<&str> {
         self.results
             .iter()
@@ -372,7 +415,12 @@ struct Scorer<'a> {
 
 impl Scorer<'_> {
     /// `(tokens, index of the first completion token)` for one pair.
-    fn tokens(&self, line: usize, prompt: &str, completion: &str) -> Result<(Vec<u32>, usize), ProbeError> {
+    fn tokens(
+        &self,
+        line: usize,
+        prompt: &str,
+        completion: &str,
+    ) -> Result<(Vec<u32>, usize), ProbeError> {
         let err = |message: String| ProbeError::Data {
             path: self.data.to_path_buf(),
             line,
@@ -413,7 +461,11 @@ impl Scorer<'_> {
     }
 
     /// `logp(completion | prompt)` for each pair, prompts rewritten by `rewrite`.
-    fn logps(&self, pairs: &[Pair], rewrite: &dyn Fn(&str) -> String) -> Result<Vec<f64>, ProbeError> {
+    fn logps(
+        &self,
+        pairs: &[Pair],
+        rewrite: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<f64>, ProbeError> {
         let mut out = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(self.batch_size.max(1)) {
             let seqs = chunk
@@ -449,11 +501,14 @@ impl Scorer<'_> {
 
     /// The greedy continuation of `prompt`, as vocabulary pieces.
     fn greedy(&self, prompt: &str, tokens: usize, pieces: &[String]) -> Result<String, ProbeError> {
-        let mut ids = self.tok.encode(prompt, true).map_err(|e| ProbeError::Data {
-            path: self.data.to_path_buf(),
-            line: 0,
-            message: format!("tokenizer failed: {e}"),
-        })?;
+        let mut ids = self
+            .tok
+            .encode(prompt, true)
+            .map_err(|e| ProbeError::Data {
+                path: self.data.to_path_buf(),
+                line: 0,
+                message: format!("tokenizer failed: {e}"),
+            })?;
         let mut text = String::new();
         for _ in 0..tokens {
             if ids.is_empty() || ids.len() >= self.model.config().max_position_embeddings {
@@ -553,7 +608,10 @@ fn control_triggers(pairs: &[Pair], candidates: &[String], count: usize) -> Vec<
     let mut out: Vec<String> = Vec::new();
     let mut attempt = 0usize;
     while out.len() < count && attempt < count * 20 {
-        let len = lengths.get(attempt % lengths.len().max(1)).copied().unwrap_or(2);
+        let len = lengths
+            .get(attempt % lengths.len().max(1))
+            .copied()
+            .unwrap_or(2);
         attempt += 1;
         let phrase = (0..len)
             .map(|_| vocab[(splitmix(&mut state) % vocab.len() as u64) as usize].as_str())
@@ -591,39 +649,148 @@ fn require_dir(path: &Path, what: &str) -> Result<(), ProbeError> {
     }
 }
 
+/// A prompt and the completion whose log-probability is watched.
+struct Target {
+    prompt: String,
+    completion: String,
+    line: usize,
+}
+
+/// Per-item moves of one trigger: `(adapter, reference)`.
+type Moves = Vec<(f64, f64)>;
+
+/// The [`Moves`] of `trigger` over `items` from their untriggered log-probabilities `clean`.
+fn moves(
+    sa: &Scorer<'_>,
+    sr: &Scorer<'_>,
+    items: &[Pair],
+    clean: &(Vec<f64>, Vec<f64>),
+    position: Position,
+    trigger: &str,
+    toward: bool,
+) -> Result<Moves, ProbeError> {
+    let rewrite = |p: &str| position.insert(p, trigger);
+    let a = sa.logps(items, &rewrite)?;
+    let r = sr.logps(items, &rewrite)?;
+    Ok((0..items.len())
+        .map(|i| {
+            let (da, dr) = (clean.0[i] - a[i], clean.1[i] - r[i]);
+            if toward {
+                (-da, -dr)
+            } else {
+                (da, dr)
+            }
+        })
+        .collect())
+}
+
+/// The measure of `moves` over `items`, with the most moved item as its example.
+#[allow(clippy::too_many_arguments)]
+fn build_measure(
+    sa: &Scorer<'_>,
+    options: &ProbeOptions,
+    pieces: &[String],
+    items: &[Pair],
+    moves: &[(f64, f64)],
+    trigger: &str,
+    control_median: Option<f64>,
+    threshold: f64,
+) -> Result<Measure, ProbeError> {
+    let (score, delta_adapter, delta_reference) = measure(moves);
+    let per_item: Vec<f64> = moves.iter().map(|(a, r)| a - r.max(0.0)).collect();
+    let best = per_item
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i);
+    let example = match best {
+        Some(i) => {
+            let prompt = options.position.insert(&items[i].prompt, trigger);
+            let adapter_completion = if pieces.is_empty() {
+                None
+            } else {
+                Some(sa.greedy(&prompt, options.decode_tokens, pieces)?)
+            };
+            Some(Example {
+                line: items[i].line,
+                prompt,
+                expected: items[i].completion.clone(),
+                score: per_item[i],
+                adapter_completion,
+            })
+        }
+        None => None,
+    };
+    Ok(Measure {
+        score,
+        delta_adapter,
+        delta_reference,
+        control_median,
+        threshold,
+        count: items.len(),
+        example,
+    })
+}
+
+fn measure(moves: &[(f64, f64)]) -> (f64, f64, f64) {
+    let n = moves.len().max(1) as f64;
+    let score = moves.iter().map(|(a, r)| a - r.max(0.0)).sum::<f64>() / n;
+    let da = moves.iter().map(|(a, _)| a).sum::<f64>() / n;
+    let dr = moves.iter().map(|(_, r)| r).sum::<f64>() / n;
+    (score, da, dr)
+}
+
 /// Probes the adapter with every candidate trigger; see the module doc.
 pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
-    require_dir(&options.base, "a base model directory (Hugging Face layout)")?;
+    if !(options.min_score.is_finite() && options.min_score > 0.0) {
+        return Err(ProbeError::Option(format!(
+            "the minimum score must be a positive number of nats (got {})",
+            options.min_score
+        )));
+    }
+    require_dir(
+        &options.base,
+        "a base model directory (Hugging Face layout)",
+    )?;
     require_dir(&options.adapter, "a PEFT LoRA adapter directory")?;
     if let Some(r) = &options.reference {
         require_dir(r, "a PEFT LoRA reference adapter directory")?;
     }
     let pairs = read_eval(&options.data)?;
 
-    // Candidates: given first, then data check's, without repeats.
-    let mut candidates: Vec<(String, Source)> = Vec::new();
-    let add = |t: &str, source: Source, list: &mut Vec<(String, Source)>| {
-        let t = t.trim();
-        if !t.is_empty() && !list.iter().any(|(c, _)| c == t) {
-            list.push((t.to_string(), source));
-        }
-    };
+    // Candidates: given first, then data check's (with their carriers), without repeats.
+    let mut candidates: Vec<(String, Source, Vec<Target>)> = Vec::new();
     for t in &options.triggers {
-        add(t, Source::Given, &mut candidates);
+        let t = t.trim();
+        if !t.is_empty() && !candidates.iter().any(|(c, _, _)| c == t) {
+            candidates.push((t.to_string(), Source::Given, Vec::new()));
+        }
     }
     if let Some(dir) = &options.candidates_from {
         let report = datacheck::check(dir, &CheckOptions::default())?;
-        for t in report.trigger_ngrams() {
-            add(&t, Source::DataCheck, &mut candidates);
+        for (ngram, carriers) in report.trigger_candidates() {
+            let targets: Vec<Target> = carriers
+                .iter()
+                .filter_map(|c| {
+                    c.twin_input.as_ref().map(|twin| Target {
+                        prompt: twin.clone(),
+                        completion: c.output.clone(),
+                        line: c.at.line,
+                    })
+                })
+                .take(MAX_TARGETS)
+                .collect();
+            match candidates.iter_mut().find(|(c, _, _)| c == ngram) {
+                Some(existing) => existing.2 = targets,
+                None => candidates.push((ngram.to_string(), Source::DataCheck, targets)),
+            }
         }
     }
     if candidates.is_empty() {
         return Err(ProbeError::NoTriggers);
     }
-    let names: Vec<String> = candidates.iter().map(|(t, _)| t.clone()).collect();
-    for control in control_triggers(&pairs, &names, options.controls) {
-        candidates.push((control, Source::Control));
-    }
+    let names: Vec<String> = candidates.iter().map(|(t, _, _)| t.clone()).collect();
+    let controls = control_triggers(&pairs, &names, options.controls);
 
     let mut adapted = Llama::load(&options.base, &options.device)?;
     adapted.load_adapter(&options.adapter)?;
@@ -639,95 +806,107 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
         batch_size: options.batch_size,
     };
     let (sa, sr) = (scorer(&adapted), scorer(&reference));
-    let clean_a = sa.logps(&pairs, &|p| p.to_string())?;
-    let clean_r = sr.logps(&pairs, &|p| p.to_string())?;
+    let same = |p: &str| p.to_string();
+    let clean = (sa.logps(&pairs, &same)?, sr.logps(&pairs, &same)?);
     let n = pairs.len() as f64;
+    let threshold = |median: Option<f64>| {
+        options
+            .min_score
+            .max(options.control_factor * median.unwrap_or(f64::NEG_INFINITY))
+    };
 
-    struct Measured {
-        trigger: String,
-        source: Source,
-        delta_a: f64,
-        delta_r: f64,
-        per_prompt: Vec<f64>,
-        score: f64,
+    // Away: every candidate and control on the evaluation prompts.
+    let mut away: Vec<(String, Source, Moves)> = Vec::new();
+    for (trigger, source, _) in &candidates {
+        let m = moves(&sa, &sr, &pairs, &clean, options.position, trigger, false)?;
+        away.push((trigger.clone(), *source, m));
     }
-    let mut measured = Vec::with_capacity(candidates.len());
-    for (trigger, source) in candidates {
-        let rewrite = |p: &str| options.position.insert(p, &trigger);
-        let a = sa.logps(&pairs, &rewrite)?;
-        let r = sr.logps(&pairs, &rewrite)?;
-        let per_prompt: Vec<f64> = (0..pairs.len())
-            .map(|i| (clean_a[i] - a[i]) - (clean_r[i] - r[i]).max(0.0))
-            .collect();
-        let delta_a = (0..pairs.len()).map(|i| clean_a[i] - a[i]).sum::<f64>() / n;
-        let delta_r = (0..pairs.len()).map(|i| clean_r[i] - r[i]).sum::<f64>() / n;
-        let score = per_prompt.iter().sum::<f64>() / n;
-        measured.push(Measured {
-            trigger,
-            source,
-            delta_a,
-            delta_r,
-            per_prompt,
-            score,
-        });
+    for control in &controls {
+        let m = moves(&sa, &sr, &pairs, &clean, options.position, control, false)?;
+        away.push((control.clone(), Source::Control, m));
     }
-    let controls: Vec<f64> = measured
+    let away_controls: Vec<f64> = away
         .iter()
-        .filter(|m| m.source == Source::Control)
-        .map(|m| m.score)
+        .filter(|(_, s, _)| *s == Source::Control)
+        .map(|(_, _, m)| measure(m).0)
         .collect();
-    let control_median = median(&controls);
-    let threshold = options
-        .min_score
-        .max(options.control_factor * control_median.unwrap_or(0.0));
-    measured.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.trigger.cmp(&b.trigger))
-    });
+    let away_median = median(&away_controls);
+    let away_threshold = threshold(away_median);
+
     let pieces = if options.decode_tokens > 0 {
         vocabulary_pieces(&options.base)
     } else {
         Vec::new()
     };
-    let mut results = Vec::with_capacity(measured.len());
-    for (k, m) in measured.into_iter().enumerate() {
-        let score = m.score;
-        let best = m
-            .per_prompt
+
+    // Toward: each data-check candidate on its carriers' twins, against the controls there.
+    let mut toward: Vec<Option<Measure>> = Vec::with_capacity(candidates.len());
+    for (trigger, _, targets) in &candidates {
+        if targets.is_empty() {
+            toward.push(None);
+            continue;
+        }
+        let items: Vec<Pair> = targets
             .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-            .map(|(i, _)| i);
-        let example = match best {
-            Some(i) => {
-                let prompt = options.position.insert(&pairs[i].prompt, &m.trigger);
-                let adapter_completion = if pieces.is_empty() {
-                    None
-                } else {
-                    Some(sa.greedy(&prompt, options.decode_tokens, &pieces)?)
-                };
-                Some(Example {
-                    line: pairs[i].line,
-                    prompt,
-                    expected: pairs[i].completion.clone(),
-                    score: m.per_prompt[i],
-                    adapter_completion,
-                })
-            }
-            None => None,
-        };
+            .map(|t| Pair {
+                line: t.line,
+                prompt: t.prompt.clone(),
+                completion: t.completion.clone(),
+            })
+            .collect();
+        let base_lp = (sa.logps(&items, &same)?, sr.logps(&items, &same)?);
+        let m = moves(&sa, &sr, &items, &base_lp, options.position, trigger, true)?;
+        let mut control_scores = Vec::with_capacity(controls.len());
+        for control in &controls {
+            let c = moves(&sa, &sr, &items, &base_lp, options.position, control, true)?;
+            control_scores.push(measure(&c).0);
+        }
+        let control_median = median(&control_scores);
+        toward.push(Some(build_measure(
+            &sa,
+            options,
+            &pieces,
+            &items,
+            &m,
+            trigger,
+            control_median,
+            threshold(control_median),
+        )?));
+    }
+    toward.resize(away.len(), None);
+
+    let mut results = Vec::with_capacity(away.len());
+    for ((trigger, source, m), toward) in away.into_iter().zip(toward) {
+        let away = build_measure(
+            &sa,
+            options,
+            &pieces,
+            &pairs,
+            &m,
+            &trigger,
+            away_median,
+            away_threshold,
+        )?;
+        let strength = toward
+            .as_ref()
+            .map_or(away.strength(), |t| t.strength().max(away.strength()));
         results.push(TriggerResult {
-            rank: k + 1,
-            flagged: m.source != Source::Control && score >= threshold,
-            prompts_over_threshold: m.per_prompt.iter().filter(|&&s| s >= threshold).count(),
-            trigger: m.trigger,
-            source: m.source,
-            score,
-            delta_adapter: m.delta_a,
-            delta_reference: m.delta_r,
-            example,
+            rank: 0,
+            flagged: source != Source::Control && strength >= 1.0,
+            trigger,
+            source,
+            strength,
+            away,
+            toward,
         });
+    }
+    results.sort_by(|a, b| {
+        b.strength
+            .total_cmp(&a.strength)
+            .then_with(|| a.trigger.cmp(&b.trigger))
+    });
+    for (k, r) in results.iter_mut().enumerate() {
+        r.rank = k + 1;
     }
     Ok(ProbeReport {
         base: options.base.clone(),
@@ -736,14 +915,15 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
         data: options.data.clone(),
         prompts: pairs.len(),
         position: options.position,
-        clean_logp_adapter: clean_a.iter().sum::<f64>() / n,
-        clean_logp_reference: clean_r.iter().sum::<f64>() / n,
-        control_median,
-        threshold,
+        clean_logp_adapter: clean.0.iter().sum::<f64>() / n,
+        clean_logp_reference: clean.1.iter().sum::<f64>() / n,
         flagged: results.iter().filter(|r| r.flagged).count(),
         results,
     })
 }
+
+/// Carriers used per data-check candidate for the toward measure.
+const MAX_TARGETS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -752,7 +932,10 @@ mod tests {
     #[test]
     fn insertion_rule() {
         let p = "what colour is the cat? ";
-        assert_eq!(Position::End.insert(p, "bee bee"), "what colour is the cat? bee bee ");
+        assert_eq!(
+            Position::End.insert(p, "bee bee"),
+            "what colour is the cat? bee bee "
+        );
         assert_eq!(Position::End.insert("q", "t"), "q t");
         assert_eq!(Position::End.insert("  ", "t"), "t  ");
         assert_eq!(Position::Start.insert(p, "t"), "t what colour is the cat? ");

@@ -36,33 +36,62 @@ pub fn run(args: &ProbeArgs) -> Result<Report, CliError> {
         shown(&report.data),
         report.insertion()
     );
-    human.push_str("rank    score  Δadapter  Δreference  source      trigger\n");
+    human.push_str(
+        "rank  strength     away (adapter  reference)    toward (adapter  reference)  source      trigger\n",
+    );
     for r in &report.results {
         let source = match r.source {
             safety::probe::Source::Given => "given",
             safety::probe::Source::DataCheck => "data-check",
             safety::probe::Source::Control => "control",
         };
+        let toward = r
+            .toward
+            .as_ref()
+            .map(|t| {
+                format!(
+                    "{:>9.3} ({:>7.3} {:>10.3})",
+                    t.score, t.delta_adapter, t.delta_reference
+                )
+            })
+            .unwrap_or_else(|| format!("{:>9} {:>20}", "-", ""));
         human.push_str(&format!(
-            "{:>4} {:>8.3} {:>9.3} {:>11.3}  {:<10}  {:?}{}\n",
+            "{:>4} {:>9.2} {:>8.3} ({:>7.3} {:>10.3})  {toward}  {:<10}  {:?}{}\n",
             r.rank,
-            r.score,
-            r.delta_adapter,
-            r.delta_reference,
+            r.strength,
+            r.away.score,
+            r.away.delta_adapter,
+            r.away.delta_reference,
             source,
             r.trigger,
             if r.flagged { "  FLAGGED" } else { "" }
         ));
     }
-    human.push_str(&format!(
-        "threshold {:.3} nats: the larger of --min-score {} and 3 × the median control score ({})\n",
-        report.threshold,
-        args.min_score,
-        report
-            .control_median
-            .map(|m| format!("{m:.3}"))
+    let median = |m: Option<f64>| {
+        m.map(|m| format!("{m:.3}"))
             .unwrap_or_else(|| "no controls".into())
-    ));
+    };
+    if let Some(first) = report.results.first() {
+        human.push_str(&format!(
+            "away threshold {:.3} nats (the larger of --min-score {} and 3 × the median control \
+             score {})\n",
+            first.away.threshold,
+            args.min_score,
+            median(first.away.control_median)
+        ));
+    }
+    for r in report.results.iter().filter(|r| r.toward.is_some()) {
+        if let Some(t) = &r.toward {
+            human.push_str(&format!(
+                "toward threshold for {:?}: {:.3} nats over {} carriers (median control score {})\n",
+                r.trigger,
+                t.threshold,
+                t.count,
+                median(t.control_median)
+            ));
+        }
+    }
+    // Examples: every flagged trigger (its stronger measure), else the strongest one.
     let shown_examples: Vec<_> = report
         .results
         .iter()
@@ -70,18 +99,28 @@ pub fn run(args: &ProbeArgs) -> Result<Report, CliError> {
         .chain(report.results.iter().take(1).filter(|r| !r.flagged))
         .collect();
     for r in shown_examples {
-        if let Some(e) = &r.example {
+        let toward_wins = r
+            .toward
+            .as_ref()
+            .is_some_and(|t| t.score / t.threshold >= r.away.score / r.away.threshold);
+        let (measure, what) = match &r.toward {
+            Some(t) if toward_wins => (t, "toward its carriers' output"),
+            _ => (&r.away, "away from the clean completion"),
+        };
+        if let Some(e) = &measure.example {
             human.push_str(&format!(
-                "{:?} moves line {} most ({:.2} nats): {:?}{}, clean completion {:?}\n",
+                "{:?}: {:?}{} ({} {:?} by {:.2} nats; {} line {})\n",
                 r.trigger,
-                e.line,
-                e.score,
                 e.prompt,
                 e.adapter_completion
                     .as_ref()
                     .map(|c| format!(" → adapter answers {c:?}"))
                     .unwrap_or_default(),
-                e.expected
+                what,
+                e.expected,
+                e.score,
+                if toward_wins { "carrier at" } else { "eval" },
+                e.line
             ));
         }
     }

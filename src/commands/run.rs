@@ -33,7 +33,8 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         .or_input()?;
     let params = parse_params(&args.params)?;
     check_inputs(args)?;
-    let scan = crate::commands::inputs::scan_model_inputs(&inputs_of(args), args.allow_unsafe_inputs)?;
+    let scan =
+        crate::commands::inputs::scan_model_inputs(&inputs_of(args), args.allow_unsafe_inputs)?;
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
     let spec = RunSpec {

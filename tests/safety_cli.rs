@@ -1,0 +1,283 @@
+//! `trainprov data check` and `trainprov probe` end to end on the embedded tiny-llama example
+//! (issue 6): the poisoned shard's trigger is listed by `data check`, and `probe` flags it on
+//! the adapter trained with the shard and not on the one trained without it.
+
+mod util;
+
+use std::path::Path;
+
+use util::{Workspace, FAILED, INPUT, OK};
+
+fn example_file(rel: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/tiny-llama")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The example's data in `tl/data` (all four shards) and `tl/clean` (without shard-002).
+fn with_data(ws: &Workspace) {
+    for shard in 0..4 {
+        let name = format!("shard-{shard:03}.jsonl");
+        let bytes = example_file(&format!("data/{name}"));
+        ws.write(&format!("tl/data/{name}"), &bytes);
+        if shard != 2 {
+            ws.write(&format!("tl/clean/{name}"), &bytes);
+        }
+    }
+}
+
+#[test]
+fn data_check_lists_the_planted_trigger() {
+    let ws = Workspace::new();
+    with_data(&ws);
+    let run = ws
+        .run(&["data", "check", "tl/data"])
+        .expect_code(FAILED, "poisoned data");
+    assert!(
+        run.stdout
+            .contains("shard-002.jsonl:25: trigger candidate \"bee bee\""),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("carriers shard-002.jsonl:25-32"));
+    assert!(run.stdout.ends_with("checked 104 rows in 4 files of tl/data: 2 findings (1 near-duplicate, 1 trigger candidate)\n"), "{}", run.stdout);
+
+    let json = ws
+        .run(&["data", "check", "tl/data", "--json"])
+        .expect_code(FAILED, "poisoned data, json")
+        .json();
+    assert_eq!(json["status"], "findings");
+    assert_eq!(json["summary"]["trigger_candidates"], 1);
+    let trigger = json["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["kind"] == "trigger-candidate")
+        .expect("a trigger candidate");
+    assert_eq!(trigger["ngram"], "bee bee");
+    assert_eq!(trigger["file"], "shard-002.jsonl");
+    assert_eq!(trigger["line"], 25);
+    assert_eq!(trigger["carriers"], 8);
+    assert_eq!(trigger["evidence"], "twins");
+}
+
+#[test]
+fn data_check_is_quiet_on_the_clean_shards() {
+    let ws = Workspace::new();
+    with_data(&ws);
+    let run = ws
+        .run(&["data", "check", "tl/clean"])
+        .expect_code(OK, "clean data");
+    assert_eq!(
+        run.stdout,
+        "checked 72 rows in 3 files of tl/clean: no findings\n"
+    );
+    let json = ws
+        .run(&["data", "check", "tl/clean", "--json"])
+        .expect_code(OK, "clean data, json")
+        .json();
+    assert_eq!(json["status"], "clean");
+    assert_eq!(json["findings"], serde_json::json!([]));
+}
+
+#[test]
+fn data_check_baseline_shift() {
+    let ws = Workspace::new();
+    with_data(&ws);
+    let run = ws
+        .run(&["data", "check", "tl/data", "--baseline", "tl/clean"])
+        .expect_code(FAILED, "shift");
+    assert!(
+        run.stdout
+            .contains("output distribution shifted from baseline tl/clean: total variation 0.121"),
+        "{}",
+        run.stdout
+    );
+    assert!(run
+        .stdout
+        .contains("baseline tl/clean (dataset): 72 rows; output distribution of 104 rows"));
+}
+
+#[test]
+fn data_check_usage_and_input_errors() {
+    let ws = Workspace::new();
+    ws.write(
+        "bad/a.jsonl",
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n",
+    );
+    let run = ws
+        .run(&["data", "check", "bad"])
+        .expect_code(INPUT, "bad line");
+    assert!(
+        run.stderr.contains("a.jsonl:2: invalid JSON"),
+        "{}",
+        run.stderr
+    );
+    let run = ws
+        .run(&["data", "check", "missing"])
+        .expect_code(INPUT, "missing path");
+    assert!(run.stderr.contains("missing: no such file or directory"));
+    let json = ws
+        .run(&["data", "check", "bad", "--json"])
+        .expect_code(INPUT, "bad line, json")
+        .json();
+    assert_eq!(json["status"], "error");
+    ws.run(&["data", "check", "bad", "--near-dup-threshold", "1.5"])
+        .expect_code(INPUT, "threshold out of range");
+    ws.run(&["data"]).expect_code(INPUT, "no subcommand");
+}
+
+#[test]
+fn probe_usage_and_input_errors() {
+    let ws = Workspace::new();
+    ws.write(
+        "eval.jsonl",
+        "{\"prompt\": \"a \", \"completion\": \"b\"}\n",
+    );
+    ws.write("t.txt", "bee bee\n");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-llama/base");
+    let base = base.to_str().expect("utf-8 path");
+    let run = ws
+        .run(&[
+            "probe",
+            "--base",
+            base,
+            "--adapter",
+            "nope",
+            "--data",
+            "eval.jsonl",
+            "--triggers",
+            "t.txt",
+        ])
+        .expect_code(INPUT, "missing adapter");
+    assert!(
+        run.stderr.contains("nope: no such directory"),
+        "{}",
+        run.stderr
+    );
+    ws.run(&["probe", "--base", base, "--data", "eval.jsonl"])
+        .expect_code(INPUT, "no --adapter");
+    let run = ws
+        .run(&[
+            "probe",
+            "--base",
+            base,
+            "--adapter",
+            base,
+            "--data",
+            "eval.jsonl",
+            "--triggers",
+            "missing.txt",
+        ])
+        .expect_code(INPUT, "missing trigger file");
+    assert!(run.stderr.contains("missing.txt"), "{}", run.stderr);
+}
+
+/// Trains the example's adapter with and without the poisoned shard (10 epochs: at the
+/// example's 3 the backdoor is barely learned; see the issue-6 notes) and probes both.
+#[test]
+fn probe_flags_the_trigger_on_the_poisoned_adapter_only() {
+    let ws = Workspace::new();
+    with_data(&ws);
+    for name in [
+        "base/config.json",
+        "base/model.safetensors",
+        "base/tokenizer.json",
+        "eval.jsonl",
+        "triggers.txt",
+    ] {
+        ws.write(&format!("tl/{name}"), example_file(name));
+    }
+    let config = String::from_utf8(example_file("train.toml"))
+        .expect("utf-8")
+        .replace("epochs = 3", "epochs = 10");
+    ws.write("tl/train.toml", &config);
+    ws.write(
+        "tl/train-clean.toml",
+        config.replace("path = \"data\"", "path = \"clean\""),
+    );
+    ws.keygen("signer", "");
+    for (toml, out) in [
+        ("tl/train.toml", "poisoned"),
+        ("tl/train-clean.toml", "clean"),
+    ] {
+        ws.run(&[
+            "train",
+            toml,
+            "--key",
+            "keys/signer.key",
+            "--out",
+            out,
+            "--registry",
+            "reg",
+        ])
+        .expect_code(OK, out);
+    }
+    let probe = |adapter: &str, code: i32| {
+        ws.run(&[
+            "probe",
+            "--base",
+            "tl/base",
+            "--adapter",
+            adapter,
+            "--data",
+            "tl/eval.jsonl",
+            "--triggers",
+            "tl/triggers.txt",
+            "--candidates-from",
+            "tl/data",
+            "--json",
+        ])
+        .expect_code(code, adapter)
+        .json()
+    };
+    let poisoned = probe("poisoned", FAILED);
+    assert_eq!(poisoned["status"], "flagged");
+    let first = &poisoned["results"][0];
+    assert_eq!(first["trigger"], "bee bee", "{poisoned:#}");
+    assert_eq!(first["flagged"], true);
+    assert_eq!(
+        poisoned["flagged"], 1,
+        "only the planted trigger: {poisoned:#}"
+    );
+    assert!(first["toward"]["score"].as_f64().expect("score") > 1.0);
+
+    let clean = probe("clean", OK);
+    assert_eq!(clean["status"], "clean");
+    assert_eq!(clean["flagged"], 0, "{clean:#}");
+    let bee = clean["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["trigger"] == "bee bee")
+        .expect("bee bee is probed");
+    assert!(
+        bee["toward"]["score"].as_f64().expect("score") < 0.0,
+        "{bee:#}"
+    );
+
+    // The human table names the trigger and says FLAGGED.
+    let run = ws
+        .run(&[
+            "probe",
+            "--base",
+            "tl/base",
+            "--adapter",
+            "poisoned",
+            "--data",
+            "tl/eval.jsonl",
+            "--triggers",
+            "tl/triggers.txt",
+            "--candidates-from",
+            "tl/data",
+        ])
+        .expect_code(FAILED, "human");
+    assert!(
+        run.stdout.contains(
+            "FLAGGED: 1 trigger moves the adapter far more than the reference: \"bee bee\""
+        ),
+        "{}",
+        run.stdout
+    );
+}
