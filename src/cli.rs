@@ -66,7 +66,7 @@ pub enum Command {
         trainprov attest a.bin b.bin --key k1.key --key k2.key --out release.intoto.json"
     )]
     Attest(AttestArgs),
-    /// Snapshot a data directory: a BLAKE3 Merkle manifest of every file and its digest.
+    /// Snapshot a data directory: a sorted BLAKE3 manifest of every file, and its digest.
     ///
     /// Unchanged files are recognised from `stat` alone through a hash cache kept in the
     /// registry directory; --rehash ignores it. A file that changes while it is hashed is
