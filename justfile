@@ -14,7 +14,7 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # All benchmarks; results go into BENCHMARKS.md.
-bench: bench-sign bench-snapshot
+bench: bench-sign bench-snapshot bench-train
 
 # trainprov sign-model/verify vs model_signing sign/verify key on a 1 GiB model directory.
 bench-sign:
@@ -23,6 +23,18 @@ bench-sign:
 # trainprov snapshot (--rehash and warm cache) vs b3sum, sha256sum, md5sum and DVC on 1 GiB.
 bench-snapshot:
     bash bench/bench-snapshot.sh
+
+# trainprov train vs PyTorch + PEFT (steps/s, tokens/s, peak RSS) on two model configs.
+bench-train:
+    bash bench/bench-train.sh
+
+# Proves the trainer's `cuda` feature compiles here (nvcc from PyPI's NVIDIA wheels; no GPU needed).
+check-cuda:
+    bash bench/check-cuda.sh
+
+# PEFT loads an adapter trained by trainprov and computes the same loss.
+check-peft:
+    bench-data/peft-venv/bin/python bench/check_peft_load.py
 
 # What CI runs.
 ci:
