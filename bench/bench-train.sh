@@ -28,6 +28,8 @@
 #   BENCH_OUT        markdown file to update (default BENCHMARKS.md at the repository root)
 #   BENCH_IDLE_MAX   before timing, wait until the machine is at most this % busy (default 10)
 #   BENCH_IDLE_WAIT  ... but no longer than this many seconds (default 300), then run anyway
+#   BENCH_REPORT_ONLY=1  rewrite the BENCHMARKS.md section from the last run's results
+#                    (bench-data/work-train) without running anything
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +52,10 @@ log() { printf 'bench-train: %s\n' "$*" >&2; }
 die() { printf 'bench-train: error: %s\n' "$*" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time); it measures peak RSS"
 
+if [[ "${BENCH_REPORT_ONLY:-0}" == 1 ]]; then
+  [[ -f "$work/meta.env" ]] || die "BENCH_REPORT_ONLY=1 needs the results of an earlier run in $work"
+  log "BENCH_REPORT_ONLY=1: rewriting the report from $work"
+else
 # --- tools ---------------------------------------------------------------------------------
 if [[ -n "${BENCH_TRAINPROV:-}" ]]; then
   trainprov="$BENCH_TRAINPROV"
@@ -229,18 +235,27 @@ for c in $configs; do
   log "config $c: load average $la0 -> $la1; other processes used ${other}% of the CPU (steal ${steal}%)"
 done
 
-# --- report --------------------------------------------------------------------------------
+# What the report needs about this run, so BENCH_REPORT_ONLY=1 can rewrite it later.
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then commit+="+dirty"; fi
+{
+  for kv in "BENCH_RUNS=$runs" "BENCH_CONFIGS=$configs" "BENCH_SHAPE_A=${shape[a]}" \
+      "BENCH_SHAPE_B=${shape[b]}" "BENCH_CORES=$cores" \
+      "BENCH_CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+      "BENCH_MEM=$(awk '/^MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" \
+      "BENCH_TP_VERSION=$("$trainprov" --version)" "BENCH_COMMIT=$commit" \
+      "BENCH_TP_BINARY=${BENCH_TRAINPROV:+binary $BENCH_TRAINPROV (BENCH_TRAINPROV)}" \
+      "BENCH_NICE=$(nice)" "BENCH_IDLE_MAX=$idle_max" "BENCH_PEFT_CHECK=$peft_check" \
+      "BENCH_TUNABLES=$tunables" "BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')"; do
+    printf 'export %q\n' "$kv"
+  done
+} >"$work/meta.env"
+fi
 
-BENCH_WORK="$work" BENCH_OUT="$out" BENCH_RUNS="$runs" BENCH_CONFIGS="$configs" \
-BENCH_SHAPE_A="${shape[a]}" BENCH_SHAPE_B="${shape[b]}" BENCH_CORES="$cores" \
-BENCH_CPU="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
-BENCH_MEM="$(awk '/^MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" \
-BENCH_TP_VERSION="$("$trainprov" --version)" BENCH_COMMIT="$commit" \
-BENCH_TP_BINARY="${BENCH_TRAINPROV:+binary $BENCH_TRAINPROV (BENCH_TRAINPROV)}" \
-BENCH_NICE="$(nice)" BENCH_IDLE_MAX="$idle_max" BENCH_PEFT_CHECK="$peft_check" BENCH_TUNABLES="$tunables" \
-/usr/bin/python3 - <<'PY'
+# --- report --------------------------------------------------------------------------------
+# shellcheck disable=SC1091
+source "$work/meta.env"
+BENCH_WORK="$work" BENCH_OUT="$out" /usr/bin/python3 - <<'PY'
 import datetime, json, os, re, statistics
 
 env = os.environ
@@ -284,7 +299,7 @@ def threads_of(c, row):
         return f"{t['threads']} (matmul) / {t['elementwise_threads']} (element-wise)"
     return f"{d['threads']} (intra-op)"
 
-lines, verdicts = [], []
+lines, verdicts, meds = [], [], {}
 for c in configs:
     layers, hidden, inter, heads, kv, vocab, seq, batch, steps = map(int, shapes[c])
     med = {}
@@ -312,6 +327,7 @@ for c in configs:
         lines.append(f"| {desc if row == 'tp' else ''} | {labels[row]} | {threads_of(c, row)} | "
                      f"**{sps:.1f}** | {tps:,.0f} | {m:.2f} / {min(train):.2f} | {wall:.2f} | {cpu:.1f} | "
                      f"{rss:.0f} | {ratio:.2f}x | {target} |")
+    meds[c] = (steps, dict(med))
     tp_sps = steps / med["tp"]
     best_tp_row = min(("tp", "tp1", "tpm", "tp1m"), key=lambda r: med[r])
     best_tp = steps / med[best_tp_row]
@@ -336,7 +352,42 @@ try:
 except (OSError, KeyError, ValueError):
     peft_detail = "see bench-data/work-train/logs/peft-check.log"
 
-now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+now = env["BENCH_DATE"]
+
+# The analysis paragraph: measured ratios, then the mechanisms behind them.
+def pct(x):
+    return f"{(x - 1) * 100:+.0f}%"
+facts = []
+for c, (steps, med) in meds.items():
+    tp1 = min(med["tp1"], med["tp1m"])
+    facts.append(
+        f"config {c}: at one thread each, trainprov makes {med['pt1'] / tp1:.2f}x PyTorch's "
+        f"steps/s; going from 1 to {cores} threads changes trainprov by {pct(med['tp1'] / med['tp'])} "
+        f"and PyTorch by {pct(med['pt1'] / med['pt'])}; the malloc tunables change trainprov by "
+        f"{pct(med['tp'] / med['tpm'])} ({cores} threads) and {pct(med['tp1'] / med['tp1m'])} (1 thread)")
+analysis = (
+    "**What limits trainprov, and what would close the gap.** Measured here: " + "; ".join(facts) + ". "
+    "Two things stand out. (1) Threads: candle's matmul pool (gemm on rayon) and its element-wise pool "
+    "spin while they wait for a peer, so on 2 cores that also run other work a second thread makes a step "
+    "slower, not faster (PyTorch's OpenMP + OpenBLAS pair suffers the same, worse, which is the only reason "
+    "the default-thread rows can pass); and with hidden sizes of 128-256 each matmul is small, so handing "
+    "it to two threads costs a large share of the work it splits. "
+    "(2) Per-op cost at one thread: candle executes every tensor op as its own pass over memory into a freshly "
+    "allocated buffer, and trainprov builds RMSNorm, rotary embeddings, softmax and the log-softmax "
+    "cross-entropy out of 5-10 such ops each, forward and backward (candle-nn's fused versions have no "
+    "backward pass), where PyTorch runs fused kernels and reuses memory through its caching allocator; the "
+    "malloc-tunable rows show how much of that is page faults from buffers glibc returns to the kernel and "
+    "maps again. The matmuls themselves also run gemm's AVX2 kernels on this AVX-512 CPU (gemm's `x86-v4` "
+    "feature is off in candle's build), while OpenBLAS runs its AVX-512 (SkylakeX) kernels. What would close the gap, in "
+    "order of payoff for these sizes: use one compute thread (or as many as there are idle cores) by default "
+    "for small models; the trainer's output is already byte-identical across thread counts, so this costs no "
+    "determinism; fused custom ops with hand-written backward passes for RMSNorm, RoPE, attention softmax and "
+    "the cross-entropy, with a fixed reduction order so results stay bit-for-bit repeatable; reusing step "
+    "buffers (or shipping the malloc settings above as the default for `trainprov train`); and, for larger "
+    "models, gemm's AVX-512 kernels (a direct `gemm` dependency with feature `x86-v4` would unify into "
+    "candle's; untested here, and it would make AVX-512 and AVX2 machines produce different bits, which the "
+    "run record already tells apart by ISA level)."
+)
 raw = []
 for c in configs:
     for row in ("tp", "tp1", "tpm", "tp1m", "pt", "pt1"):
@@ -377,6 +428,8 @@ section = "\n".join([
     "- **Target** (issue 4: at least PyTorch + PEFT's steps/s): " + "; ".join(verdicts) + ".",
     f"- **PEFT loads trainprov's adapters** (`bench/check_peft_load.py`): {peft_check}: {peft_detail}.",
     "- Raw training seconds: " + "; ".join(raw) + ".",
+    "",
+    analysis,
     "<!-- bench-train:end -->",
 ])
 
