@@ -879,7 +879,7 @@ impl<'c> Db<'c> {
                     let argv: String = r.get(3)?;
                     let mut status: String = r.get(2)?;
                     let pid: Option<i64> = r.get(13)?;
-                    if status == "running" && pid.is_some_and(|p| !process_alive(p)) {
+                    if status == "running" && pid.is_some_and(|p| !crate::registry::process_alive(p)) {
                         status = "abandoned".into();
                     }
                     Ok(RunInfo {
@@ -1166,16 +1166,6 @@ fn manifest_of(
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
-}
-
-fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
 }
 
 /// `provenance.intoto.json` or `model.sig`, at any depth.

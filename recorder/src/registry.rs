@@ -623,7 +623,8 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     })
 }
 
-fn process_alive(pid: i64) -> bool {
+/// Whether a process with this id still exists (used to tell `running` from `abandoned`).
+pub fn process_alive(pid: i64) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };

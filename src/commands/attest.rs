@@ -28,7 +28,7 @@ pub const BUILDER_ID: &str = "https://trainprov.dev/builder/cli";
 
 /// Collects the subjects, builds the Statement and writes the signed envelope.
 pub fn run(args: &AttestArgs) -> Result<Report, CliError> {
-    let started = now_rfc3339();
+    let started = recorder::runner::now_rfc3339();
     let keys = args
         .keys
         .iter()
@@ -39,7 +39,10 @@ pub fn run(args: &AttestArgs) -> Result<Report, CliError> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.paths[0]));
-    let base = args.base.clone().unwrap_or_else(|| parent_of(&out));
+    let base = args
+        .base
+        .clone()
+        .unwrap_or_else(|| crate::commands::parent_dir(&out));
     let files = collect_files(&args.paths, &base, &out)?;
     let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
     let mut subject = Vec::with_capacity(files.len());
@@ -75,7 +78,7 @@ pub fn run(args: &AttestArgs) -> Result<Report, CliError> {
             metadata: Some(BuildMetadata {
                 invocation_id: Some(uuid::Uuid::new_v4().to_string()),
                 started_on: Some(started),
-                finished_on: Some(now_rfc3339()),
+                finished_on: Some(recorder::runner::now_rfc3339()),
             }),
             byproducts: Vec::new(),
         },
@@ -107,14 +110,7 @@ fn default_out(first: &Path) -> PathBuf {
     if first.is_dir() {
         first.join(ATTESTATION_FILE)
     } else {
-        parent_of(first).join(ATTESTATION_FILE)
-    }
-}
-
-fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        crate::commands::parent_dir(first).join(ATTESTATION_FILE)
     }
 }
 
@@ -189,13 +185,4 @@ fn subject_name(base: &Path, path: &Path) -> Result<String, CliError> {
                 shown(base)
             ))
         })
-}
-
-/// The current time as RFC 3339 UTC with second precision.
-pub fn now_rfc3339() -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc()
-        .format(&format)
-        .unwrap_or_default()
 }

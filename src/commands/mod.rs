@@ -73,3 +73,11 @@ pub fn human_bytes(bytes: u64) -> String {
 pub fn shown(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// The directory holding `path` (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}

@@ -102,7 +102,7 @@ fn verify_model_signature(
     let model_dir = args
         .model_dir
         .clone()
-        .unwrap_or_else(|| parent_dir(&args.file));
+        .unwrap_or_else(|| crate::commands::parent_dir(&args.file));
     if !model_dir.is_dir() {
         return Err(CliError::input(anyhow!(
             "{}: not a directory (the model to check)",
@@ -165,7 +165,7 @@ fn verify_attestation(
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
     let statement = Statement::<Value>::from_verified(payload, None)
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let base = parent_dir(&args.file);
+    let base = crate::commands::parent_dir(&args.file);
     let mut checked = Vec::new();
     for artifact in &args.artifacts {
         checked.push(check_artifact(&statement.subject, &base, artifact)?);
@@ -362,13 +362,6 @@ fn check_directory(
         });
     }
     Ok(checks)
-}
-
-fn parent_dir(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Re-snapshots each recorded input and compares it with the record; with the registry's stored
