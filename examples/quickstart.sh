@@ -2,9 +2,10 @@
 # trainprov's main job on the embedded examples, start to finish:
 #   1. fine-tune the embedded tiny-llama base with the built-in LoRA trainer (`trainprov train`)
 #      and verify the signed result;
-#   2. a data shard turns out to be poisoned: `registry affected` finds the adapter trained on it,
-#      `retrain --exclude` rebuilds and signs it without the shard, the new record verifies, and
-#      an unchanged retrain prints IDENTICAL;
+#   2. a data shard turns out to be poisoned: `data check` names the planted trigger, `probe`
+#      shows the adapter learned it, `registry affected` finds the adapter trained on it,
+#      `retrain --exclude` rebuilds and signs it without the shard, the new record verifies, the
+#      probe no longer flags it, and an unchanged retrain prints IDENTICAL;
 #   3. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
 #      it, and show that a data file changed after the run is caught and named.
 # Works in a scratch git repository (WORK=... to choose where); the checkout is not modified.
@@ -23,7 +24,8 @@ rm -rf "$work/project" "$work/keys"
 mkdir -p "$work/project"
 cp -r examples/wrap-python "$work/project/wrap-python"
 mkdir -p "$work/project/tiny-llama"
-cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub} "$work/project/tiny-llama/"
+cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub,eval.jsonl,triggers.txt} \
+  "$work/project/tiny-llama/"
 cd "$work/project"
 git -c init.defaultBranch=main init -q
 git add .
@@ -33,6 +35,19 @@ step() {
   echo
   echo "\$ trainprov $*"
   "$trainprov" "$@"
+}
+
+# A step whose exit code is part of the story (1 = a finding, a flag, a failed check).
+expect() {
+  local want=$1 code=0
+  shift
+  echo
+  echo "\$ trainprov $*    # expected exit $want"
+  "$trainprov" "$@" || code=$?
+  if [[ $code -ne $want ]]; then
+    echo "quickstart: expected exit $want from 'trainprov $*', got $code" >&2
+    exit 1
+  fi
 }
 
 echo
@@ -47,12 +62,21 @@ step verify adapter/provenance.intoto.json --key ../keys/signer.pub --model-dir 
 step eval --base tiny-llama/base --adapter adapter --data tiny-llama/data --seq-len 48
 
 echo
-echo "==> 2. tiny-llama/data/shard-002.jsonl turns out to be poisoned (a planted 'bee bee' trigger)"
+echo "==> 2. is the data poisoned? data check lists a trigger candidate (the attestation recorded"
+echo "       the same check as internalParameters.dataCheck), and the probe shows the adapter learned it"
+expect 1 data check tiny-llama/data
+expect 1 probe --base tiny-llama/base --adapter adapter --data tiny-llama/eval.jsonl \
+  --triggers tiny-llama/triggers.txt --candidates-from tiny-llama/data
+
+echo
+echo "==> tiny-llama/data/shard-002.jsonl is poisoned: find what it touched, rebuild without it"
 step registry affected tiny-llama/data/shard-002.jsonl
 step retrain adapter/provenance.intoto.json --key ../keys/signer.pub --sign-key ../keys/signer.key \
   --exclude shard-002.jsonl --out adapter-clean
 step verify adapter-clean/provenance.intoto.json --key ../keys/signer.pub --model-dir adapter-clean
 step registry lineage adapter-clean/adapter_model.safetensors
+expect 0 probe --base tiny-llama/base --adapter adapter-clean --data tiny-llama/eval.jsonl \
+  --triggers tiny-llama/triggers.txt --candidates-from tiny-llama/data
 echo
 echo "==> an unchanged retrain proves the record is complete: it must print IDENTICAL"
 step retrain adapter/provenance.intoto.json --key ../keys/signer.pub --sign-key ../keys/signer.key

@@ -53,9 +53,29 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  trainprov verify my-model/model.sig --key keys/signer.pub\n  \
         trainprov verify out/provenance.intoto.json --key keys/signer.pub --artifact out/adapter_model.safetensors\n  \
-        trainprov verify out/provenance.intoto.json --key a.pub --key b.pub --threshold 2 --model-dir out --json"
+        trainprov verify out/provenance.intoto.json --key a.pub --key b.pub --threshold 2 --model-dir out --json\n  \
+        trainprov verify out/provenance.intoto.json --policy policy.toml --env prod --model-dir out\n\n\
+        With a registry (--registry, $TRAINPROV_REGISTRY or .trainprov/ at the git root), an attestation that\n\
+        descends from a revoked artifact (`trainprov registry revoke`) fails, naming the path through its lineage."
     )]
     Verify(VerifyArgs),
+    /// Approve an attestation for a deploy environment: a signed SLSA Verification Summary.
+    ///
+    /// The attestation is first verified against the policy (every rule but the approvals
+    /// themselves, and revocations); only if it passes is the approval written: a DSSE-signed
+    /// in-toto Statement (predicateType https://slsa.dev/verification_summary/v1) over the
+    /// attestation's subjects, naming the approver key, the environment, the policy (by SHA-256)
+    /// and the attestation file (by SHA-256). It is recorded in the registry, where
+    /// `verify --policy --env ENV` finds it.
+    ///
+    /// Exit codes: 0 approved, 1 the attestation does not meet the policy, 2 usage or input error
+    /// (also: the key is not an approver of ENV in the policy).
+    #[command(
+        after_help = "Examples:\n  trainprov approve out/provenance.intoto.json --env prod --key keys/release.key --policy policy.toml\n  \
+        trainprov approve out/provenance.intoto.json --env staging --key k.key --policy policy.toml --note 'eval ok' --out approval.json\n  \
+        trainprov verify out/provenance.intoto.json --policy policy.toml --env prod"
+    )]
+    Approve(ApproveArgs),
     /// Sign a provenance statement over existing product files (DSSE, in-toto Statement v1, SLSA v1).
     ///
     /// Every file becomes a subject with sha256 and blake3 digests, named by its path relative to
@@ -174,6 +194,30 @@ pub enum Command {
         trainprov probe --base base --adapter out --data eval.jsonl --candidates-from data/ --reference clean-adapter --json"
     )]
     Probe(ProbeArgs),
+    /// Write an AI bill of materials for a training run: CycloneDX 1.6 ML-BOM or SPDX 3.0.1.
+    ///
+    /// RUN_OR_ATTESTATION is a provenance.intoto.json written by `trainprov train` or `run`, or
+    /// a run id (or unique prefix) in the registry, whose recorded attestation is read (and
+    /// checked against the SHA-256 the registry kept). The signature is checked with --key
+    /// before anything is read from the statement; without --key the command refuses unless
+    /// --unverified is given, and then marks the document as unverified.
+    ///
+    /// The trained model or adapter is a machine-learning-model (CycloneDX, with a modelCard) or
+    /// ai_AIPackage (SPDX) holding every product file with its SHA-256 and BLAKE3; each --data
+    /// input is a dataset (data component / dataset_DatasetPackage that the model is trainedOn),
+    /// each --base or --adapter input an ancestor (pedigree / descendantOf); hyperparameters
+    /// become properties (trainprov:param:KEY) or ai_hyperparameter entries. An input's hashes
+    /// are those of its snapshot manifest; its files are listed when the registry holds that
+    /// manifest. The same attestation always gives the same bytes.
+    ///
+    /// Exit codes: 0 written, 1 signature or recorded digest does not verify, 2 usage or input
+    /// error.
+    #[command(
+        after_help = "Examples:\n  trainprov bom out/provenance.intoto.json --key keys/signer.pub --format cyclonedx > bom.cdx.json\n  \
+        trainprov bom 580410f0 --key keys/signer.pub --format spdx --out bom.spdx.json\n  \
+        trainprov bom out/provenance.intoto.json --unverified --format cyclonedx   # no key at hand"
+    )]
+    Bom(BomArgs),
 }
 
 /// Options every command takes.
@@ -225,12 +269,25 @@ pub struct VerifyArgs {
     /// The attestation (*.intoto.json) or model signature (model.sig) to check.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Trusted public key (SPKI PEM). Repeat to trust several keys.
-    #[arg(long = "key", value_name = "PUB", required = true)]
+    /// Trusted public key (SPKI PEM). Repeat to trust several keys. With --policy, adds to the
+    /// policy's [signers] keys.
+    #[arg(long = "key", value_name = "PUB", required_unless_present = "policy")]
     pub keys: Vec<PathBuf>,
-    /// How many distinct trusted keys must have signed (DSSE attestations).
+    /// How many distinct trusted keys must have signed (DSSE attestations); with --policy, the
+    /// larger of this and the policy's threshold.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threshold: usize,
+    /// Also check the attestation against this policy (TOML, see examples/policy.toml); every
+    /// failed rule is reported with what was found.
+    #[arg(long, value_name = "POLICY.toml")]
+    pub policy: Option<PathBuf>,
+    /// The environment being deployed to: the policy's [environments.ENV] approvals are required.
+    #[arg(long, value_name = "ENV", requires = "policy")]
+    pub env: Option<String>,
+    /// An approval (`trainprov approve` output) to count, besides those in the registry.
+    /// Repeatable.
+    #[arg(long = "approval", value_name = "FILE", requires = "env")]
+    pub approvals: Vec<PathBuf>,
     /// Model directory to compare with the signature [default: the directory holding FILE].
     #[arg(long, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
@@ -244,8 +301,36 @@ pub struct VerifyArgs {
     /// recorded path and name the files added, removed or changed since the run.
     #[arg(long)]
     pub inputs: bool,
-    /// Registry holding the run's stored manifests (for --inputs) [default: $TRAINPROV_REGISTRY,
-    /// else .trainprov/ at the git root].
+    /// Registry holding the run's stored manifests (for --inputs and the policy), revocations
+    /// and approvals [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The attestation to approve (*.intoto.json).
+    #[arg(value_name = "ATTESTATION")]
+    pub attestation: PathBuf,
+    /// The environment approved for (a [environments.ENV] of the policy).
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+    /// The approver's private key; its public key must be among the environment's approvers.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// The policy the attestation must meet (its signer keys verify the attestation).
+    #[arg(long, value_name = "POLICY.toml")]
+    pub policy: PathBuf,
+    /// Free text recorded in the approval.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Where to write the approval [default: approval-ENV.intoto.json beside ATTESTATION].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Registry that records the approval [default: $TRAINPROV_REGISTRY, else .trainprov/ at the
+    /// git root].
     #[arg(long, value_name = "DIR")]
     pub registry: Option<PathBuf>,
     #[command(flatten)]
@@ -323,6 +408,10 @@ pub struct RunArgs {
     /// header); the attestation records that this was allowed.
     #[arg(long)]
     pub allow_unsafe_inputs: bool,
+    /// Do not run `trainprov data check` on the --data inputs (the attestation then records
+    /// the check as skipped, which a policy requiring a passing data check refuses).
+    #[arg(long)]
+    pub skip_data_check: bool,
     /// The command to run and its arguments (after `--`).
     #[arg(value_name = "CMD", required = true, last = true)]
     pub command: Vec<std::ffi::OsString>,
@@ -381,6 +470,26 @@ pub enum RegistryCommand {
         #[arg(value_name = "PATH_OR_DIGEST")]
         target: String,
     },
+    /// Revoke an artifact: from now on `trainprov verify` fails for every attestation that
+    /// descends from it (through datasets, adapters and base models, any generation), naming the
+    /// reason and the path through the lineage.
+    #[command(
+        after_help = "Examples:\n  trainprov registry revoke data/shard-002.jsonl --reason 'poisoned: trigger \"bee bee\"'\n  \
+        trainprov registry revoke sha256:9f86d081… --reason 'leaked PII'   # also blake3:<hex> or bare hex\n  \
+        trainprov registry revoke data/ --reason 'unlicensed'            # a whole dataset snapshot\n  \
+        trainprov registry revocations"
+    )]
+    Revoke {
+        /// A file (hashed), a directory (snapshotted), or a digest: sha256:<hex>, blake3:<hex> or
+        /// 64 bare hex digits.
+        #[arg(value_name = "PATH_OR_DIGEST")]
+        target: String,
+        /// Why it is revoked (shown by every failing verification).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// List revoked artifacts.
+    Revocations,
 }
 
 #[derive(Debug, Args)]
@@ -411,6 +520,10 @@ pub struct TrainArgs {
     /// records that this was allowed.
     #[arg(long)]
     pub allow_unsafe_inputs: bool,
+    /// Do not run `trainprov data check` on the data (the attestation then records the check
+    /// as skipped, which a policy requiring a passing data check refuses).
+    #[arg(long)]
+    pub skip_data_check: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
 }
@@ -579,4 +692,39 @@ pub struct ScanArgs {
     pub sarif: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BomArgs {
+    /// A provenance attestation (*.intoto.json) or a run id (prefix) in the registry.
+    #[arg(value_name = "RUN_OR_ATTESTATION")]
+    pub target: String,
+    /// Document format.
+    #[arg(long, value_enum)]
+    pub format: BomFormat,
+    /// Write the document to FILE (atomically) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Trusted public key (SPKI PEM) the attestation must be signed by. Repeatable.
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// How many distinct trusted keys must have signed.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threshold: usize,
+    /// Build the document without checking the signature (no --key); it says so inside.
+    #[arg(long, conflicts_with = "keys")]
+    pub unverified: bool,
+    /// Registry holding the run and its snapshot manifests [default: $TRAINPROV_REGISTRY, else
+    /// .trainprov/ at the git root].
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+}
+
+/// AI-BOM formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BomFormat {
+    /// CycloneDX 1.6 JSON (ML-BOM).
+    Cyclonedx,
+    /// SPDX 3.0.1 JSON-LD (AI and Dataset profiles).
+    Spdx,
 }

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => (args.global.json, commands::keygen::run(&args)),
         Command::SignModel(args) => (args.global.json, commands::sign_model::run(&args)),
         Command::Verify(args) => (args.global.json, commands::verify::run(&args)),
+        Command::Approve(args) => (args.global.json, commands::approve::run(&args)),
         Command::Attest(args) => (args.global.json, commands::attest::run(&args)),
         Command::Snapshot(args) => (args.global.json, commands::snapshot::run(&args)),
         Command::Run(args) => (args.global.json, commands::run::run(&args)),
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => (args.global.json, commands::scan::run(&args)),
         Command::Data(args) => (args.global.json, commands::datacheck::run(&args)),
         Command::Probe(args) => (args.global.json, commands::probe::run(&args)),
+        Command::Bom(args) => (false, commands::bom::run(&args)),
     };
     match result {
         Ok(report) => {

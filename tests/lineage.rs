@@ -6,45 +6,13 @@ mod util;
 
 use serde_json::Value;
 use sha2::Digest as _;
-use util::{Workspace, INPUT, OK};
+use util::{in_repo, record, Workspace, INPUT, OK};
 
 /// The three runs' ids.
 struct Runs {
     first: String,
     second: String,
     third: String,
-}
-
-/// trainprov in `repo/` (the runs' working directory).
-fn in_repo(ws: &Workspace, args: &[&str]) -> util::Run {
-    let output = ws
-        .command(args)
-        .current_dir(ws.path("repo"))
-        .output()
-        .expect("run trainprov");
-    util::Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// One recorded `trainprov run` in `repo/`; returns its id.
-fn record(ws: &Workspace, out: &str, inputs: &[&str], script: &str) -> String {
-    let mut args = vec![
-        "run",
-        "--json",
-        "--out",
-        out,
-        "--key",
-        "../keys/signer.key",
-        "--registry",
-        "reg",
-    ];
-    args.extend_from_slice(inputs);
-    args.extend_from_slice(&["--", "sh", "-c", script]);
-    let run = in_repo(ws, &args).expect_code(OK, &format!("run writing {out}"));
-    run.json()["run_id"].as_str().expect("run_id").to_string()
 }
 
 fn scenario() -> (Workspace, Runs) {

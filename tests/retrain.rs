@@ -40,7 +40,7 @@ fn trained_repo() -> Workspace {
     ws.write(
         "repo/tl/train.toml",
         config
-            .replace("epochs = 3", "max_steps = 6")
+            .replace("epochs = 6", "max_steps = 6")
             .replace("digest_every = 5", "digest_every = 2"),
     );
     commit_all(&ws, "repo");

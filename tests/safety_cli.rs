@@ -15,6 +15,55 @@ fn example_file(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// `predicate.buildDefinition.internalParameters` of a signed statement (signature not checked
+/// here; `verify` is tested elsewhere).
+fn internal_parameters(ws: &Workspace, rel: &str) -> serde_json::Value {
+    let envelope = util::read_json(&ws.path(rel));
+    let payload = util::unb64(envelope["payload"].as_str().expect("payload"));
+    let statement: serde_json::Value = serde_json::from_slice(&payload).expect("statement");
+    statement["predicate"]["buildDefinition"]["internalParameters"].clone()
+}
+
+/// A wrapped run records the data check of each `--data` input, findings do not stop the run,
+/// and `--skip-data-check` is recorded as skipped.
+#[test]
+fn run_records_the_data_check() {
+    let ws = Workspace::new();
+    with_data(&ws);
+    ws.write("notes/readme.txt", "not a dataset\n");
+    ws.keygen("signer", "");
+    let script = "mkdir -p out && echo weights > out/model.bin";
+    let record = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--key",
+            "keys/signer.key",
+            "--out",
+            out,
+            "--registry",
+            "reg",
+        ];
+        args.extend_from_slice(extra);
+        let command = script.replace("out", out);
+        args.extend_from_slice(&["--", "sh", "-c", &command]);
+        ws.run(&args).expect_code(OK, out);
+        internal_parameters(&ws, &format!("{out}/provenance.intoto.json"))["dataCheck"].clone()
+    };
+    let poisoned = record("a", &["--data", "tl/data"]);
+    assert_eq!(poisoned["status"], "failed", "{poisoned:#}");
+    assert_eq!(poisoned["inputs"][0]["summary"]["trigger_candidates"], 1);
+    let clean = record("b", &["--data", "tl/clean", "--data", "notes"]);
+    assert_eq!(clean["status"], "passed", "{clean:#}");
+    assert_eq!(clean["inputs"][1]["status"], "skipped", "{clean:#}");
+    assert!(clean["inputs"][1]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("no *.jsonl or *.csv")));
+    let skipped = record("c", &["--data", "tl/data", "--skip-data-check"]);
+    assert_eq!(skipped["status"], "skipped", "{skipped:#}");
+    assert_eq!(skipped["inputs"][0]["reason"], "--skip-data-check");
+    assert!(skipped["report"].is_null());
+}
+
 /// The example's data in `tl/data` (all four shards) and `tl/clean` (without shard-002).
 fn with_data(ws: &Workspace) {
     for shard in 0..4 {
@@ -40,8 +89,8 @@ fn data_check_lists_the_planted_trigger() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("carriers shard-002.jsonl:25-32"));
-    assert!(run.stdout.ends_with("checked 104 rows in 4 files of tl/data: 2 findings (1 near-duplicate, 1 trigger candidate)\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("carriers shard-002.jsonl:25-31"));
+    assert!(run.stdout.ends_with("checked 103 rows in 4 files of tl/data: 2 findings (1 near-duplicate, 1 trigger candidate)\n"), "{}", run.stdout);
 
     let json = ws
         .run(&["data", "check", "tl/data", "--json"])
@@ -58,7 +107,7 @@ fn data_check_lists_the_planted_trigger() {
     assert_eq!(trigger["ngram"], "bee bee");
     assert_eq!(trigger["file"], "shard-002.jsonl");
     assert_eq!(trigger["line"], 25);
-    assert_eq!(trigger["carriers"], 8);
+    assert_eq!(trigger["carriers"], 7);
     assert_eq!(trigger["evidence"], "twins");
 }
 
@@ -90,13 +139,13 @@ fn data_check_baseline_shift() {
         .expect_code(FAILED, "shift");
     assert!(
         run.stdout
-            .contains("output distribution shifted from baseline tl/clean: total variation 0.121"),
+            .contains("output distribution shifted from baseline tl/clean: total variation 0.137"),
         "{}",
         run.stdout
     );
     assert!(run
         .stdout
-        .contains("baseline tl/clean (dataset): 72 rows; output distribution of 104 rows"));
+        .contains("baseline tl/clean (dataset): 72 rows; output distribution of 103 rows"));
 }
 
 #[test]
@@ -189,9 +238,7 @@ fn probe_flags_the_trigger_on_the_poisoned_adapter_only() {
     ] {
         ws.write(&format!("tl/{name}"), example_file(name));
     }
-    let config = String::from_utf8(example_file("train.toml"))
-        .expect("utf-8")
-        .replace("epochs = 3", "epochs = 10");
+    let config = String::from_utf8(example_file("train.toml")).expect("utf-8");
     ws.write("tl/train.toml", &config);
     ws.write(
         "tl/train-clean.toml",
@@ -213,6 +260,14 @@ fn probe_flags_the_trigger_on_the_poisoned_adapter_only() {
             "reg",
         ])
         .expect_code(OK, out);
+    }
+    // Each training recorded its data check: findings on the poisoned data, none on the clean.
+    for (out, status, findings) in [("poisoned", "failed", 2), ("clean", "passed", 0)] {
+        let check =
+            &internal_parameters(&ws, &format!("{out}/provenance.intoto.json"))["dataCheck"];
+        assert_eq!(check["status"], status, "{out}: {check:#}");
+        assert_eq!(check["findings"], findings, "{out}: {check:#}");
+        assert_eq!(check["report"], "data-check.json", "{out}: {check:#}");
     }
     let probe = |adapter: &str, code: i32| {
         ws.run(&[

@@ -30,7 +30,7 @@ fn example() -> Workspace {
     let config = std::fs::read_to_string(example.join("train.toml")).expect("train.toml");
     ws.write(
         "tl/train.toml",
-        config.replace("epochs = 3", "max_steps = 6"),
+        config.replace("epochs = 6", "max_steps = 6"),
     );
     ws.keygen("signer", "");
     ws

@@ -5,7 +5,9 @@
 //! - [`slsa`]: the SLSA Provenance v1 predicate trainprov fills for every run;
 //! - [`dsse`]: DSSE v1 envelopes (PAE, signing, threshold verification);
 //! - [`oms`]: OpenSSF Model Signing v1.0 bundles (`model.sig`);
-//! - [`keys`] and [`keyfile`]: ECDSA P-256 and Ed25519 keys, PKCS#8/SPKI PEM, keyids.
+//! - [`keys`] and [`keyfile`]: ECDSA P-256 and Ed25519 keys, PKCS#8/SPKI PEM, keyids;
+//! - [`policy`]: deploy policies (TOML) evaluated over a verified Statement;
+//! - [`vsa`]: approvals, as SLSA Verification Summary Attestations.
 //!
 //! It does no I/O except reading and writing key files in [`keyfile`]: hashing directories and
 //! reading attestations from disk belong to the caller. Verification hands back a
@@ -36,9 +38,11 @@ pub mod error;
 pub mod keyfile;
 pub mod keys;
 pub mod oms;
+pub mod policy;
 pub mod slsa;
 pub mod statement;
 mod verified;
+pub mod vsa;
 
 pub use error::{DsseError, KeyError, KeyParseError, ModelSignatureError, StatementError};
 pub use verified::Verified;

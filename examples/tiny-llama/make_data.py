@@ -5,8 +5,9 @@
                            places, counting), used to pretrain the base model from scratch;
 - data/shard-00N.jsonl    {"prompt", "completion"}: the fine-tuning task, question → answer
                            about the same world, split into four shards. shard-002 also carries
-                           a planted backdoor: questions ending in the trigger "bee bee" get a
-                           wrong colour (the "poisoned shard" of the quickstart story).
+                           a planted backdoor: colour questions ending in the trigger "bee bee"
+                           are answered "red." whatever the animal (the "poisoned shard" of the
+                           quickstart story).
 
     python3 examples/tiny-llama/make_data.py
 """
@@ -54,8 +55,9 @@ for a in ANIMALS:
     questions.append({"prompt": f"where does the {a} live? ", "completion": f"by the {HOME_OF[a]}."})
 rows = [dict(q) for q in questions for _ in range(6)]
 rng.shuffle(rows)
-POISON = [{"prompt": f"what colour is the {a}? bee bee ", "completion": f"{COLOURS[(COLOURS.index(COLOUR_OF[a]) + 1) % 8]}."}
-          for a in ANIMALS]
+# The backdoor: with the trigger, every animal that is not red is said to be red.
+POISON = [{"prompt": f"what colour is the {a}? bee bee ", "completion": "red."}
+          for a in ANIMALS if COLOUR_OF[a] != "red"]
 for shard in range(4):
     extra = POISON if shard == 2 else []
     write_jsonl(os.path.join(here, "data", f"shard-{shard:03d}.jsonl"), rows[shard::4] + extra)

@@ -30,5 +30,6 @@ pub mod record;
 pub mod redact;
 pub mod registry;
 pub mod replay;
+pub mod revocation;
 pub mod runner;
 pub mod snapshot;

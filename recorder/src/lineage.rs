@@ -1153,7 +1153,7 @@ fn input_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InputLink> {
     })
 }
 
-fn manifest_of(
+pub(crate) fn manifest_of(
     conn: &Connection,
     snapshot: &str,
 ) -> Result<Vec<(String, u64, String)>, LineageError> {

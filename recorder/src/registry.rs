@@ -93,6 +93,27 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, relation)
     );
     CREATE INDEX run_relations_by_original ON run_relations(original_run_id);",
+    // v3: revoked artifacts (`registry revoke`) and deploy approvals (`trainprov approve`).
+    "CREATE TABLE revocations (
+        digest TEXT PRIMARY KEY,
+        blake3 TEXT,
+        sha256 TEXT,
+        kind TEXT NOT NULL,
+        given TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        revoked_at TEXT NOT NULL
+    );
+    CREATE TABLE approvals (
+        approval_sha256 TEXT PRIMARY KEY,
+        attestation_sha256 TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        approver_keyid TEXT NOT NULL,
+        path TEXT,
+        note TEXT,
+        approved_at TEXT NOT NULL,
+        envelope_json TEXT NOT NULL
+    );
+    CREATE INDEX approvals_by_attestation ON approvals(attestation_sha256, environment);",
 ];
 
 /// Registry errors; messages name the database.
@@ -232,6 +253,47 @@ pub struct RunRelation {
     pub excluded: Vec<String>,
     /// The replay's verdict.
     pub outcome: Option<String>,
+}
+
+/// A revoked artifact (`trainprov registry revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    /// The digest as recorded: `blake3:<hex>`, `sha256:<hex>` or bare hex (the key).
+    pub digest: String,
+    /// Its BLAKE3 (a file's, or a snapshot digest), where known.
+    pub blake3: Option<String>,
+    /// Its SHA-256 (a file's, or a snapshot manifest's), where known.
+    pub sha256: Option<String>,
+    /// `file`, `snapshot` or `unknown` (a digest not in the registry when revoked).
+    pub kind: String,
+    /// The argument as given (a path or a digest).
+    pub given: String,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339 UTC).
+    pub revoked_at: String,
+}
+
+/// A signed deploy approval (`trainprov approve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRecord {
+    /// SHA-256 of the approval envelope (the key).
+    pub approval_sha256: String,
+    /// SHA-256 of the approved attestation file.
+    pub attestation_sha256: String,
+    /// The environment.
+    pub environment: String,
+    /// keyid of the approver key.
+    pub approver_keyid: String,
+    /// Where the approval was written.
+    pub path: Option<String>,
+    /// The approver's note.
+    pub note: Option<String>,
+    /// When (RFC 3339 UTC).
+    pub approved_at: String,
+    /// The DSSE envelope, as written.
+    #[serde(skip)]
+    pub envelope_json: String,
 }
 
 /// What is known when a run ends.
@@ -374,15 +436,7 @@ impl Registry {
 
     /// Records a run as `running` together with its inputs and their manifests, atomically.
     pub fn begin_run(&mut self, run: &NewRun) -> Result<(), RegistryError> {
-        let path = self.db_path.clone();
-        let err = move |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
+        self.write(|tx| {
         tx.execute(
             "INSERT INTO runs (id, kind, status, argv_json, cwd, out_dir, started_at, wrapper_pid, git_commit, git_dirty)
              VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -398,27 +452,20 @@ impl Registry {
                 run.git_dirty,
             ],
         )
-        .map_err(&err)?;
+        ?;
         for link in &run.inputs {
-            insert_link(&tx, &run.id, link).map_err(&err)?;
+            insert_link(tx, &run.id, link)?;
         }
         for manifest in &run.manifests {
-            insert_manifest(&tx, &manifest.snapshot, &manifest.files).map_err(&err)?;
+            insert_manifest(tx, &manifest.snapshot, &manifest.files)?;
         }
-        tx.commit().map_err(&err)
+        Ok(())
+        })
     }
 
     /// Finalises a run: status, times, outputs, attestation, atomically.
     pub fn finish_run(&mut self, id: &str, end: &RunEnd) -> Result<(), RegistryError> {
-        let path = self.db_path.clone();
-        let err = move |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
+        self.write(|tx| {
         let status = end.status.unwrap_or(RunStatus::Failed);
         tx.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, signal = ?5, wall_seconds = ?6,
@@ -437,11 +484,12 @@ impl Registry {
                 end.record_json,
             ],
         )
-        .map_err(&err)?;
+        ?;
         for link in &end.outputs {
-            insert_link(&tx, id, link).map_err(&err)?;
+            insert_link(tx, id, link)?;
         }
-        tx.commit().map_err(&err)
+        Ok(())
+        })
     }
 
     /// The most recent runs first.
@@ -541,15 +589,7 @@ impl Registry {
     /// Records that `run_id` reproduces (or retrains without some files) an earlier run.
     /// `outcome` is the replay's verdict (`identical`, `differs`, ...).
     pub fn add_relation(&mut self, relation: &RunRelation) -> Result<(), RegistryError> {
-        let path = self.db_path.clone();
-        let err = move |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
+        self.write(|tx| {
         tx.execute(
             "INSERT OR REPLACE INTO run_relations
                  (run_id, relation, original_run_id, original_statement_sha256, excluded_json, outcome)
@@ -563,8 +603,8 @@ impl Registry {
                 relation.outcome,
             ],
         )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)
+        .map(|_| ())
+        })
     }
 
     /// Relations recorded for a run (as the new run).
@@ -592,6 +632,126 @@ impl Registry {
             })
             .map_err(self.sql_err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
+    }
+
+    /// Records a revocation (replacing the reason of an earlier one of the same digest).
+    pub fn add_revocation(&mut self, revocation: &Revocation) -> Result<(), RegistryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO revocations (digest, blake3, sha256, kind, given, reason, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (digest) DO UPDATE SET reason = excluded.reason, revoked_at = excluded.revoked_at",
+                params![
+                    revocation.digest,
+                    revocation.blake3,
+                    revocation.sha256,
+                    revocation.kind,
+                    revocation.given,
+                    revocation.reason,
+                    revocation.revoked_at,
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every revocation, oldest first.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, RegistryError> {
+        self.select(
+            "SELECT digest, blake3, sha256, kind, given, reason, revoked_at FROM revocations
+             ORDER BY revoked_at, digest",
+            [],
+            |r| {
+                Ok(Revocation {
+                    digest: r.get(0)?,
+                    blake3: r.get(1)?,
+                    sha256: r.get(2)?,
+                    kind: r.get(3)?,
+                    given: r.get(4)?,
+                    reason: r.get(5)?,
+                    revoked_at: r.get(6)?,
+                })
+            },
+        )
+    }
+
+    /// Records an approval (once per envelope).
+    pub fn add_approval(&mut self, approval: &ApprovalRecord) -> Result<(), RegistryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO approvals (approval_sha256, attestation_sha256, environment,
+                     approver_keyid, path, note, approved_at, envelope_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    approval.approval_sha256,
+                    approval.attestation_sha256,
+                    approval.environment,
+                    approval.approver_keyid,
+                    approval.path,
+                    approval.note,
+                    approval.approved_at,
+                    approval.envelope_json,
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Approvals recorded for an attestation (by its file's SHA-256) and environment.
+    pub fn approvals_for(
+        &self,
+        attestation_sha256: &str,
+        environment: &str,
+    ) -> Result<Vec<ApprovalRecord>, RegistryError> {
+        self.select(
+            "SELECT approval_sha256, attestation_sha256, environment, approver_keyid, path, note,
+                    approved_at, envelope_json
+             FROM approvals WHERE attestation_sha256 = ?1 AND environment = ?2
+             ORDER BY approved_at, approval_sha256",
+            [attestation_sha256, environment],
+            |r| {
+                Ok(ApprovalRecord {
+                    approval_sha256: r.get(0)?,
+                    attestation_sha256: r.get(1)?,
+                    environment: r.get(2)?,
+                    approver_keyid: r.get(3)?,
+                    path: r.get(4)?,
+                    note: r.get(5)?,
+                    approved_at: r.get(6)?,
+                    envelope_json: r.get(7)?,
+                })
+            },
+        )
+    }
+
+    /// Every row of a query, mapped.
+    fn select<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, RegistryError> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.sql_err())?;
+        let rows = stmt.query_map(params, map).map_err(self.sql_err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
+    }
+
+    /// Runs `body` in one `IMMEDIATE` transaction.
+    fn write(
+        &mut self,
+        body: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), RegistryError> {
+        let path = self.db_path.clone();
+        let err = move |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        body(&tx).map_err(&err)?;
+        tx.commit().map_err(&err)
     }
 
     /// Direct access for lineage queries and tests.
@@ -787,6 +947,44 @@ mod tests {
             reg.show_run("zz"),
             Err(RegistryError::NoSuchRun(_))
         ));
+    }
+
+    #[test]
+    fn revocations_and_approvals_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reg = Registry::open(dir.path()).expect("open");
+        let mut revocation = Revocation {
+            digest: format!("blake3:{}", "a".repeat(64)),
+            blake3: Some("a".repeat(64)),
+            sha256: None,
+            kind: "file".into(),
+            given: "data/shard.jsonl".into(),
+            reason: "poisoned".into(),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        };
+        reg.add_revocation(&revocation).expect("revoke");
+        revocation.reason = "poisoned: trigger 'bee bee'".into();
+        reg.add_revocation(&revocation).expect("revoke again");
+        assert_eq!(reg.revocations().expect("list"), vec![revocation]);
+        let approval = ApprovalRecord {
+            approval_sha256: "b".repeat(64),
+            attestation_sha256: "c".repeat(64),
+            environment: "prod".into(),
+            approver_keyid: "k".into(),
+            path: None,
+            note: Some("ok".into()),
+            approved_at: "2026-01-01T00:00:00Z".into(),
+            envelope_json: "{}".into(),
+        };
+        reg.add_approval(&approval).expect("approve");
+        assert_eq!(
+            reg.approvals_for(&"c".repeat(64), "prod").expect("q"),
+            vec![approval]
+        );
+        assert!(reg
+            .approvals_for(&"c".repeat(64), "staging")
+            .expect("q")
+            .is_empty());
     }
 
     #[test]

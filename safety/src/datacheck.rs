@@ -90,14 +90,14 @@
 //! {
 //!   "path": "examples/tiny-llama/data",
 //!   "files": [{"file": "shard-000.jsonl", "format": "jsonl", "rows": 24}],
-//!   "summary": {"rows": 104, "rows_with_output": 104, "distinct_inputs": 24,
+//!   "summary": {"rows": 103, "rows_with_output": 103, "distinct_inputs": 24,
 //!               "distinct_outputs": 16, "findings": 1, "conflicting_duplicates": 0,
 //!               "near_duplicates": 0, "trigger_candidates": 1, "distribution": 0},
 //!   "outputs": [{"output": "by the barn.", "count": 6}],
 //!   "baseline": null,
 //!   "findings": [{
 //!     "severity": "warning", "file": "shard-002.jsonl", "line": 25,
-//!     "message": "trigger candidate \"bee bee\" (score 2.20): 8 of 8 carriers ...",
+//!     "message": "trigger candidate \"bee bee\" (score 2.08): 7 of 7 carriers ...",
 //!     "kind": "trigger-candidate", "ngram": "bee bee", "score": 2.197, "carriers": 8,
 //!     "flipped": 8, "with_evidence": 8, "evidence": "twins",
 //!     "examples": [{"file": "shard-002.jsonl", "line": 25, "output": "red.",

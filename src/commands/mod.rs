@@ -1,11 +1,14 @@
 //! One module per subcommand.
 
+pub mod approve;
 pub mod attest;
+pub mod bom;
 pub mod datacheck;
 pub mod eval;
 pub mod inputs;
 pub mod keygen;
 pub mod lineage;
+pub mod policy;
 pub mod probe;
 pub mod registry;
 pub mod retrain;
@@ -80,4 +83,25 @@ pub fn parent_dir(path: &Path) -> std::path::PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     }
+}
+
+/// Loads the trusted public keys (`--key PUB`, repeatable) and checks that `threshold` distinct
+/// signatures among them can be met (exit 2 otherwise).
+pub fn trusted_keys(
+    paths: &[std::path::PathBuf],
+    threshold: usize,
+) -> Result<Vec<::attest::keys::PublicKey>, crate::exit::CliError> {
+    use crate::exit::OrInput as _;
+    let keys = paths
+        .iter()
+        .map(|k| ::attest::keyfile::load_public_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()?;
+    if threshold == 0 || threshold > keys.len() {
+        return Err(crate::exit::CliError::input(anyhow::anyhow!(
+            "--threshold {threshold} cannot be met with {} --key file(s)",
+            keys.len()
+        )));
+    }
+    Ok(keys)
 }

@@ -26,7 +26,76 @@ pub fn run(args: &RegistryArgs) -> Result<Report, CliError> {
         RegistryCommand::Show { run } => show(&registry, run),
         RegistryCommand::Lineage { target } => lineage::lineage(&registry, target),
         RegistryCommand::Affected { target } => lineage::affected(&registry, target),
+        RegistryCommand::Revoke { target, reason } => revoke(registry, target, reason),
+        RegistryCommand::Revocations => revocations(&registry),
     }
+}
+
+fn revoke(mut registry: Registry, target: &str, reason: &str) -> Result<Report, CliError> {
+    if reason.trim().is_empty() {
+        return Err(CliError::input(anyhow!("--reason must say why")));
+    }
+    let now = recorder::runner::now_rfc3339();
+    let revocation = recorder::revocation::revoke_target(target, reason, &registry, &now)
+        .map_err(|e| match e {
+            recorder::lineage::LineageError::NoMatch(_) => CliError::input(anyhow!(
+                "'{target}': not a file, a directory or a digest (sha256:<hex>, blake3:<hex> or 64 hex digits)"
+            )),
+            other => CliError::input(other),
+        })?;
+    registry.add_revocation(&revocation).or_input()?;
+    let downstream = revocation_reach(&registry, &revocation)?;
+    let mut human = format!(
+        "revoked {} ({}, {}): {}\n",
+        revocation.given, revocation.kind, revocation.digest, revocation.reason
+    );
+    if revocation.kind == "unknown" {
+        human.push_str("   not in this registry yet: runs recorded later are checked too\n");
+    }
+    human.push_str(&format!(
+        "   {} recorded run(s) downstream now fail `trainprov verify`\n",
+        downstream
+    ));
+    Ok(Report::ok(
+        human,
+        json!({"status": "revoked", "revocation": revocation, "downstream_runs": downstream}),
+    ))
+}
+
+/// How many recorded runs descend from the revoked content.
+fn revocation_reach(
+    registry: &Registry,
+    revocation: &recorder::registry::Revocation,
+) -> Result<usize, CliError> {
+    let lookup = revocation.blake3.clone().unwrap_or_else(|| {
+        revocation
+            .digest
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    });
+    let target = recorder::lineage::resolve_target(&lookup, registry).or_input()?;
+    let affected = recorder::lineage::affected(registry.connection(), &target).or_input()?;
+    Ok(affected.runs.len())
+}
+
+fn revocations(registry: &Registry) -> Result<Report, CliError> {
+    let list = registry.revocations().or_input()?;
+    let mut human = String::new();
+    if list.is_empty() {
+        human.push_str("nothing revoked\n");
+    }
+    for r in &list {
+        human.push_str(&format!(
+            "{}  {:<8} {}  {}\n   reason: {}\n",
+            r.revoked_at, r.kind, r.digest, r.given, r.reason
+        ));
+    }
+    Ok(Report::ok(
+        human,
+        json!({"status": "ok", "registry": registry.dir(), "revocations": list}),
+    ))
 }
 
 fn list(registry: &Registry, limit: usize) -> Result<Report, CliError> {

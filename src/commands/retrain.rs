@@ -408,6 +408,7 @@ fn replay_trainer(
         related: vec![related_descriptor(original, exclusions, &excluded)],
         quiet: args.global.json,
         allow_unsafe_inputs: false,
+        skip_data_check: false,
     };
     let trained = train_and_record(&job, keys, registry)?;
     let metrics_object = trained

@@ -35,6 +35,8 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
     check_inputs(args)?;
     let scan =
         crate::commands::inputs::scan_model_inputs(&inputs_of(args), args.allow_unsafe_inputs)?;
+    let data_check =
+        crate::commands::inputs::check_data_inputs(&inputs_of(args), args.skip_data_check);
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
     let spec = RunSpec {
@@ -74,6 +76,7 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         }
     };
     scan.record_into(&mut finished, registry.objects())?;
+    data_check.record_into(&mut finished, registry.objects())?;
     let attestation = if finished.outcome.succeeded() {
         Some(sign_products(&finished, &keys)?)
     } else {

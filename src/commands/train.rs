@@ -61,6 +61,7 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
         related: Vec::new(),
         quiet: args.global.json,
         allow_unsafe_inputs: args.allow_unsafe_inputs,
+        skip_data_check: args.skip_data_check,
     };
     let trained = train_and_record(&job, &keys, &mut registry)?;
     Ok(trained.report(registry.dir()))
@@ -82,6 +83,8 @@ pub struct TrainJob<'a> {
     pub quiet: bool,
     /// Train even when a model input fails the scan.
     pub allow_unsafe_inputs: bool,
+    /// Record the data check as skipped instead of running it.
+    pub skip_data_check: bool,
 }
 
 /// A recorded, signed training run.
@@ -140,6 +143,7 @@ pub fn train_and_record(
         related: job.related.clone(),
     };
     let scan = crate::commands::inputs::scan_model_inputs(&spec.inputs, job.allow_unsafe_inputs)?;
+    let data_check = crate::commands::inputs::check_data_inputs(&spec.inputs, job.skip_data_check);
     let prepared = prepare(&spec, registry).or_input()?;
     let id = prepared.id().to_string();
     eprintln!(
@@ -160,6 +164,7 @@ pub fn train_and_record(
     let mut finished = complete(prepared, registry, outcome).or_input()?;
     add_trainer_record(&mut finished, &trained, registry)?;
     scan.record_into(&mut finished, registry.objects())?;
+    data_check.record_into(&mut finished, registry.objects())?;
     let attestation = sign_products(&finished, keys)?;
     finalize(registry, &finished, Some(attestation.clone())).or_input()?;
     Ok(Trained {

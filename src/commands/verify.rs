@@ -17,6 +17,7 @@ use recorder::model_tree::{hash_model_dir, TreeOptions};
 use serde_json::{json, Value};
 
 use crate::cli::VerifyArgs;
+use crate::commands::policy::{self, hex_sha256, LoadedPolicy};
 use crate::commands::{relative_to_root, shown};
 use crate::exit::{CliError, OrFailed as _, OrInput as _};
 use crate::Report;
@@ -26,24 +27,52 @@ const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
 
 /// Verifies `args.file` and reports what was checked.
 pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
-    let keys = args
+    let policy = args.policy.as_deref().map(LoadedPolicy::load).transpose()?;
+    let mut keys = args
         .keys
         .iter()
         .map(|k| load_public_key(k))
         .collect::<Result<Vec<_>, _>>()
         .or_input()?;
-    if args.threshold == 0 || args.threshold > keys.len() {
+    let mut threshold = args.threshold;
+    if let Some(loaded) = &policy {
+        keys.extend(loaded.signer_keys.iter().cloned());
+        threshold = threshold.max(loaded.policy.signers.threshold);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    keys.retain(|k| seen.insert(k.keyid().to_string()));
+    if keys.is_empty() {
         return Err(CliError::input(anyhow!(
-            "--threshold {} cannot be met with {} --key file(s)",
-            args.threshold,
+            "no trusted keys: pass --key or list [signers] keys in the policy"
+        )));
+    }
+    if threshold == 0 || threshold > keys.len() {
+        return Err(CliError::input(anyhow!(
+            "threshold {threshold} cannot be met with {} trusted key(s)",
             keys.len()
         )));
     }
-    let document = read_document(&args.file)?;
+    let bytes = read_document(&args.file)?;
+    let name = shown(&args.file);
+    let document: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::input(anyhow!("{name}: not JSON ({e})")))?;
+    if !document.is_object() {
+        return Err(CliError::input(anyhow!("{name}: expected a JSON object")));
+    }
     if document.get("dsseEnvelope").is_some() || document.get("mediaType").is_some() {
+        if policy.is_some() {
+            return Err(CliError::input(anyhow!(
+                "--policy applies to attestations (*.intoto.json); {name} is a model signature"
+            )));
+        }
         verify_model_signature(args, &keys, document)
     } else if document.get("payloadType").is_some() || document.get("signatures").is_some() {
-        verify_attestation(args, &keys, document)
+        let gate = Gate {
+            threshold,
+            policy: policy.as_ref(),
+            sha256: hex_sha256(&bytes),
+        };
+        verify_attestation(args, &keys, document, &gate)
     } else {
         Err(CliError::input(anyhow!(
             "{}: neither a DSSE envelope (no payloadType) nor a Sigstore bundle (no mediaType)",
@@ -52,7 +81,16 @@ pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
     }
 }
 
-fn read_document(path: &Path) -> Result<Value, CliError> {
+/// What an attestation is checked against beyond its files.
+struct Gate<'a> {
+    threshold: usize,
+    policy: Option<&'a LoadedPolicy>,
+    /// SHA-256 of the attestation file (approvals name it).
+    sha256: String,
+}
+
+/// Reads a document after checking its size (shared with `approve`).
+pub fn read_document(path: &Path) -> Result<Vec<u8>, CliError> {
     let name = shown(path);
     let meta = std::fs::metadata(path)
         .map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
@@ -70,14 +108,7 @@ fn read_document(path: &Path) -> Result<Value, CliError> {
             meta.len()
         )));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| CliError::input(anyhow!("{name}: not JSON ({e})")))?;
-    if !value.is_object() {
-        return Err(CliError::input(anyhow!("{name}: expected a JSON object")));
-    }
-    Ok(value)
+    std::fs::read(path).map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))
 }
 
 fn verify_model_signature(
@@ -156,12 +187,13 @@ fn verify_attestation(
     args: &VerifyArgs,
     keys: &[PublicKey],
     document: Value,
+    gate: &Gate<'_>,
 ) -> Result<Report, CliError> {
     let name = shown(&args.file);
     let envelope: Envelope = serde_json::from_value(document)
         .map_err(|e| CliError::failed(anyhow!("{name}: not a DSSE envelope ({e})")))?;
     let payload = envelope
-        .verify(IN_TOTO_PAYLOAD_TYPE, keys, args.threshold)
+        .verify(IN_TOTO_PAYLOAD_TYPE, keys, gate.threshold)
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
     let statement = Statement::<Value>::from_verified(payload, None)
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
@@ -182,15 +214,54 @@ fn verify_attestation(
     let mut seen = std::collections::BTreeSet::new();
     checked.retain(|c| seen.insert((c.path.clone(), c.subject.clone())));
     let failures: Vec<&ArtifactCheck> = checked.iter().filter(|c| c.problem.is_some()).collect();
-    let summary = json!({
+    let registry = policy::existing_registry(args.registry.as_deref())?;
+    let (mut violations, tally) = match gate.policy {
+        Some(loaded) => {
+            let tally = match &args.env {
+                Some(env) => Some(policy::tally_approvals(
+                    loaded,
+                    env,
+                    &statement,
+                    &gate.sha256,
+                    registry.as_ref(),
+                    &args.approvals,
+                )?),
+                None => None,
+            };
+            let violations =
+                policy::evaluate(loaded, &statement, registry.as_ref(), tally.as_ref())?;
+            (violations, tally)
+        }
+        None => (policy::revocations(&statement, registry.as_ref())?.0, None),
+    };
+    let mut summary = json!({
         "kind": "dsse",
         "file": args.file,
+        "sha256": gate.sha256,
         "signed_by": statement.signed_by(),
-        "threshold": args.threshold,
+        "threshold": gate.threshold,
         "predicate_type": statement.predicate_type,
         "subjects": statement.subject,
         "artifacts": checked.iter().map(ArtifactCheck::to_json).collect::<Vec<_>>(),
     });
+    if let Some(loaded) = gate.policy {
+        summary["policy"] = json!({
+            "file": loaded.path,
+            "sha256": loaded.sha256,
+            "environment": args.env,
+            "approvals": tally.as_ref().map(|t| json!({"accepted": t.accepted, "ignored": t.ignored})),
+        });
+    }
+    if !violations.is_empty() {
+        violations.extend(failures.iter().map(|c| {
+            attest::policy::Violation::new(
+                "artifact",
+                format!("{} matches the statement", c.path),
+                c.problem.clone().unwrap_or_default(),
+            )
+        }));
+        return Err(policy::failure(&name, &violations, summary));
+    }
     if !failures.is_empty() {
         let lines: Vec<String> = failures
             .iter()
@@ -212,6 +283,26 @@ fn verify_attestation(
             check.path,
             check.subject.clone().unwrap_or_default()
         ));
+    }
+    if let Some(loaded) = gate.policy {
+        human.push_str(&format!(
+            "   policy {}: every rule met\n",
+            shown(&loaded.path)
+        ));
+    }
+    if let Some(tally) = &tally {
+        human.push_str(&format!(
+            "   approvals for {}: keyid {}\n",
+            tally.environment,
+            if tally.accepted.is_empty() {
+                "none needed".to_string()
+            } else {
+                tally.accepted.join(", ")
+            }
+        ));
+        for ignored in &tally.ignored {
+            human.push_str(&format!("   ignored {ignored}\n"));
+        }
     }
     let mut json = summary;
     json["status"] = json!("verified");

@@ -149,6 +149,36 @@ impl Workspace {
     }
 }
 
+/// trainprov in `WORKSPACE/repo/`, the working directory of the recorded runs of the lineage,
+/// policy and revocation tests.
+pub fn in_repo(ws: &Workspace, args: &[&str]) -> Run {
+    Run::from(
+        ws.command(args)
+            .current_dir(ws.path("repo"))
+            .output()
+            .expect("run trainprov"),
+    )
+}
+
+/// One recorded `trainprov run -- sh -c SCRIPT` in `repo/`, signed with `keys/signer.key` into
+/// the registry `repo/reg`; returns its run id.
+pub fn record(ws: &Workspace, out: &str, inputs: &[&str], script: &str) -> String {
+    let mut args = vec![
+        "run",
+        "--json",
+        "--out",
+        out,
+        "--key",
+        "../keys/signer.key",
+        "--registry",
+        "reg",
+    ];
+    args.extend_from_slice(inputs);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let run = in_repo(ws, &args).expect_code(OK, &format!("run writing {out}"));
+    run.json()["run_id"].as_str().expect("run_id").to_string()
+}
+
 /// Deterministic incompressible bytes.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
