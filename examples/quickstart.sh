@@ -6,7 +6,10 @@
 #      shows the adapter learned it, `registry affected` finds the adapter trained on it,
 #      `retrain --exclude` rebuilds and signs it without the shard, the new record verifies, the
 #      probe no longer flags it, and an unchanged retrain prints IDENTICAL;
-#   3. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
+#   3. gate the deploy with a policy (examples/policy.toml): the shard is revoked, the poisoned
+#      adapter fails every rule it breaks at once, the clean one passes once a release manager
+#      has approved it for prod; then an AI bill of materials (CycloneDX and SPDX) for it;
+#   4. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
 #      it, and show that a data file changed after the run is caught and named.
 # Works in a scratch git repository (WORK=... to choose where); the checkout is not modified.
 # Usage: bash examples/quickstart.sh
@@ -27,6 +30,8 @@ mkdir -p "$work/project/tiny-llama"
 cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub,eval.jsonl,triggers.txt} \
   "$work/project/tiny-llama/"
 cd "$work/project"
+# Products are not source: ignored, so the recorded git tree stays clean (a policy can require it).
+printf '%s\n' adapter/ adapter-clean/ wrap-python/out/ > .gitignore
 git -c init.defaultBranch=main init -q
 git add .
 git -c user.name=quickstart -c user.email=quickstart@example.invalid commit -qm "examples"
@@ -82,7 +87,20 @@ echo "==> an unchanged retrain proves the record is complete: it must print IDEN
 step retrain adapter/provenance.intoto.json --key ../keys/signer.pub --sign-key ../keys/signer.key
 
 echo
-echo "==> 3. record a wrapped training script, then verify it"
+echo "==> 3. gate the deploy: one verify --policy command (policy: examples/policy.toml)"
+cp "$root/examples/policy.toml" ../policy.toml
+step keygen --out ../keys/release-manager
+step registry revoke tiny-llama/data/shard-002.jsonl --reason "planted trigger 'bee bee'"
+expect 1 verify adapter/provenance.intoto.json --policy ../policy.toml --env prod --model-dir adapter
+expect 1 verify adapter-clean/provenance.intoto.json --policy ../policy.toml --env prod --model-dir adapter-clean
+step approve adapter-clean/provenance.intoto.json --policy ../policy.toml --env prod \
+  --key ../keys/release-manager.key --note "clean retrain, probe quiet"
+step verify adapter-clean/provenance.intoto.json --policy ../policy.toml --env prod --model-dir adapter-clean
+step bom adapter-clean/provenance.intoto.json --key ../keys/signer.pub --format cyclonedx --out ../adapter-clean.cdx.json
+step bom adapter-clean/provenance.intoto.json --key ../keys/signer.pub --format spdx --out ../adapter-clean.spdx.json
+
+echo
+echo "==> 4. record a wrapped training script, then verify it"
 cd wrap-python
 step run --out out --key ../../keys/signer.key --data data --config train.toml --param epochs=200 \
   -- python3 train.py --data data --out out --epochs 200

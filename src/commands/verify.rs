@@ -421,6 +421,9 @@ fn check_directory(
         ..TreeOptions::default()
     };
     let on_disk = hash_model_dir(dir, &options)?;
+    let attestation_sha256 = digest_file(attestation)
+        .map_err(|e| anyhow!("{}: cannot read: {e}", shown(attestation)))?
+        .sha256;
     let mut checks = Vec::new();
     for subject in subjects {
         let Some(name) = subject.name.clone() else {
@@ -445,6 +448,7 @@ fn check_directory(
         .files
         .keys()
         .filter(|p| !named.contains(&p.as_str()) && !GIT_PATHS.contains(&p.as_str()))
+        .filter(|p| !is_approval_of(&dir.join(p.as_str()), &attestation_sha256))
     {
         checks.push(ArtifactCheck {
             path: shown(&dir.join(extra.as_str())),
@@ -453,6 +457,34 @@ fn check_directory(
         });
     }
     Ok(checks)
+}
+
+/// Whether `path` is an approval (`trainprov approve`, SLSA VSA) naming this attestation: such a
+/// file sits beside the attestation and is not a product. Only its shape is looked at here;
+/// `--policy` checks its signature when it counts it.
+fn is_approval_of(path: &Path, attestation_sha256: &str) -> bool {
+    let named_like_one = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("approval-") && n.ends_with(".intoto.json"));
+    if !named_like_one || std::fs::metadata(path).map_or(true, |m| m.len() > 1 << 20) {
+        return false;
+    }
+    let statement = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| Envelope::from_json(&bytes).ok())
+        .and_then(|envelope| attest::dsse::decode_base64(&envelope.payload, "payload").ok())
+        .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok());
+    statement.is_some_and(|s| {
+        s["predicateType"] == attest::vsa::VERIFICATION_SUMMARY_V1
+            && s["predicate"]["inputAttestations"]
+                .as_array()
+                .is_some_and(|inputs| {
+                    inputs
+                        .iter()
+                        .any(|i| i["digest"]["sha256"] == attestation_sha256)
+                })
+    })
 }
 
 /// Re-snapshots each recorded input and compares it with the record; with the registry's stored
