@@ -325,6 +325,39 @@ fn approvals_count_only_from_the_environment_s_approvers() {
     ))
     .expect("statement");
     assert_eq!(statement["subject"], provenance["subject"]);
+    // Independent tools: securesystemslib verifies the approval's DSSE signature with the
+    // approver key, and in-toto-attestation validates the Statement and its VSA predicate.
+    let approval_path = ws.path("repo").join(&path).display().to_string();
+    let approver_pub = ws.path("keys/approver.pub").display().to_string();
+    let signature_keyid = envelope["signatures"][0]["keyid"].as_str().expect("keyid");
+    let outcome = trainprov_interop_tests::run_helper(
+        "verify_dsse.py",
+        &[
+            approval_path.as_str(),
+            "--key",
+            approver_pub.as_str(),
+            "ecdsa",
+            "ecdsa-sha2-nistp256",
+            signature_keyid,
+        ],
+    );
+    assert!(
+        outcome.ok(),
+        "securesystemslib verifies the approval: {outcome:?}"
+    );
+    let statement_file = ws.write(
+        "approval-statement.json",
+        serde_json::to_vec(&statement).expect("json"),
+    );
+    let statement_file = statement_file.display().to_string();
+    let outcome = trainprov_interop_tests::run_helper(
+        "check_statement.py",
+        &[statement_file.as_str(), "--vsa"],
+    );
+    assert!(
+        outcome.ok() && outcome.stdout.contains("valid"),
+        "in-toto-attestation validates the VSA: {outcome:?}"
+    );
 
     // Found in the registry: no --approval needed; the rogue one is still reported as ignored.
     let ok = verify(&ws, attestation, &with_rogue).expect_code(OK, "approved");
