@@ -287,11 +287,22 @@ impl TryFrom<String> for MaxAge {
     }
 }
 
+/// `line N: message` from a TOML error (its multi-line rendering does not fit one line).
+fn syntax_error(text: &str, error: &toml::de::Error) -> PolicyError {
+    let message = error.message().trim_end().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            PolicyError::Syntax(format!("line {line}: {message}"))
+        }
+        None => PolicyError::Syntax(message),
+    }
+}
+
 impl Policy {
     /// Parses and validates a policy.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = toml::from_str(text)
-            .map_err(|e| PolicyError::Syntax(e.to_string().trim_end().replace('\n', " | ")))?;
+        let policy: Policy = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         policy.validate()?;
         Ok(policy)
     }
