@@ -9,7 +9,7 @@
 //! 2. libcuda is looked for *before* cudarc is touched, because cudarc's dynamic loader panics
 //!    when the library is missing. cudarc's own check, `cudarc::driver::sys::is_culib_present`,
 //!    is an `unsafe fn` (it calls `dlopen`) and this crate forbids `unsafe`, so [`find_libcuda`]
-//!    searches for the same file names cudarc would load (`cudarc::get_lib_name_candidates`)
+//!    searches for the file names cudarc would load (the list of `cudarc::get_lib_name_candidates`)
 //!    in `LD_LIBRARY_PATH`, the `ld.so` cache and the standard library directories.
 //! 3. Only then, on a worker thread, `cuInit`, the device count, and per device: name and UUID
 //!    (`cuDeviceGetName`, `cuDeviceGetUuid`), then compute capability and total memory through
@@ -125,6 +125,23 @@ fn parse_kernel_module_version(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The driver library's file names, as cudarc 0.19's dynamic loader tries them (its
+/// `get_lib_name_candidates` only exists in its dynamic-loading mode, and a `cuda` build of
+/// trainprov puts cudarc in dynamic-linking mode, because candle asks for that).
+fn libcuda_names(lib: &str) -> Vec<String> {
+    use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+    let mut names = vec![
+        format!("{DLL_PREFIX}{lib}{DLL_SUFFIX}"),
+        format!("{DLL_PREFIX}{lib}64{DLL_SUFFIX}"),
+    ];
+    names.extend(
+        ["1", "13", "12", "11", "10", "9"]
+            .iter()
+            .map(|v| format!("{DLL_PREFIX}{lib}{DLL_SUFFIX}.{v}")),
+    );
+    names
+}
+
 /// Finds the CUDA driver library the way the dynamic loader would, without loading it:
 /// the file names cudarc tries, in `LD_LIBRARY_PATH`, then the `ld.so` cache, then the
 /// standard library directories. Returns the path (or, when only the cache knows it, the bare
@@ -132,7 +149,7 @@ fn parse_kernel_module_version(text: &str) -> Option<String> {
 pub fn find_libcuda() -> Option<PathBuf> {
     let names: Vec<String> = ["cuda", "nvcuda"]
         .iter()
-        .flat_map(|lib| cudarc::get_lib_name_candidates(lib))
+        .flat_map(|lib| libcuda_names(lib))
         .collect();
     let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
         .map(|v| {
