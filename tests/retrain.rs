@@ -162,6 +162,27 @@ fn trainer_exclude_produces_a_linked_record() {
         data["annotations"]["files"], 3,
         "the excluded shard is not an input"
     );
+    // The rebuilt record keeps the original's input and config names, not the staged copies'.
+    let original = read_json(&ws.path("repo/out/provenance.intoto.json"));
+    let original: serde_json::Value =
+        serde_json::from_slice(&unb64(original["payload"].as_str().expect("payload")))
+            .expect("json");
+    let names = |deps: &[serde_json::Value]| -> Vec<String> {
+        deps.iter()
+            .filter_map(|d| d["name"].as_str())
+            .filter(|n| {
+                ["data:", "base:", "config:"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let original_deps = original["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .expect("deps")
+        .clone();
+    assert_eq!(names(&deps), names(&original_deps));
     let show = in_repo(&ws, &["registry", "list", "--json"]).expect_code(OK, "list");
     assert_eq!(show.json()["runs"].as_array().map(Vec::len), Some(2));
 }

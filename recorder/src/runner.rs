@@ -76,6 +76,10 @@ pub struct RunSpec {
     pub env: Vec<(String, Option<String>)>,
     /// Extra `resolvedDependencies` (e.g. the attestation a retrain reproduces).
     pub related: Vec<attest::statement::ResourceDescriptor>,
+    /// Names to record for inputs and configs known by another name than their path (a
+    /// retrain's inputs keep the names of the run it rebuilds, not those of its staged copies):
+    /// path → name.
+    pub input_names: BTreeMap<PathBuf, String>,
 }
 
 /// Errors while recording; each says which file or step failed.
@@ -263,7 +267,12 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
     let mut links = Vec::new();
     let mut configs = Vec::new();
     for config in &spec.configs {
-        let file = record_file(&objects, &config.display().to_string(), config, true)?;
+        let name = spec
+            .input_names
+            .get(config)
+            .cloned()
+            .unwrap_or_else(|| config.display().to_string());
+        let file = record_file(&objects, &name, config, true)?;
         links.push(link("config", "input:config", &file, Some(config)));
         configs.push(file);
     }
@@ -289,7 +298,11 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         let absolute = std::path::absolute(path).map_err(io_err(path))?;
         let input = RecordedInput {
             role: *role,
-            given: path.display().to_string(),
+            given: spec
+                .input_names
+                .get(path)
+                .cloned()
+                .unwrap_or_else(|| path.display().to_string()),
             path: absolute.display().to_string(),
             digest: snap.digest_set(),
             manifest_object: manifest_object.clone(),

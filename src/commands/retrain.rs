@@ -1,6 +1,7 @@
 //! `trainprov retrain ATTESTATION`: rebuild a recorded run from its record, optionally without
 //! some input files, and say whether the result is identical.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -374,24 +375,33 @@ fn replay_trainer(
     let mut config = TrainConfig::from_file(&config_path).or_input()?;
 
     let mut excluded = Vec::new();
+    let mut input_names = BTreeMap::new();
+    if let Some(recorded) = config_dep["name"]
+        .as_str()
+        .and_then(|n| n.strip_prefix("config:"))
+    {
+        input_names.insert(config_path.clone(), recorded.to_string());
+    }
     let base = find_check(checks, "base")
         .ok_or_else(|| CliError::input(anyhow!("{name}: no base model recorded")))?;
     config.model.base = prepare_input(base, exclusions, &workdir.join("inputs/base"), registry)?.0;
+    input_names.insert(config.model.base.clone(), base.input.given.clone());
     if let Some(adapter) = find_check(checks, "adapter") {
-        config.model.adapter = Some(
-            prepare_input(
-                adapter,
-                exclusions,
-                &workdir.join("inputs/adapter"),
-                registry,
-            )?
-            .0,
-        );
+        let path = prepare_input(
+            adapter,
+            exclusions,
+            &workdir.join("inputs/adapter"),
+            registry,
+        )?
+        .0;
+        input_names.insert(path.clone(), adapter.input.given.clone());
+        config.model.adapter = Some(path);
     }
     let data = find_check(checks, "data")
         .ok_or_else(|| CliError::input(anyhow!("{name}: no data recorded")))?;
     let (data_path, data_excluded) =
         prepare_input(data, exclusions, &workdir.join("inputs/data"), registry)?;
+    input_names.insert(data_path.clone(), data.input.given.clone());
     config.data.path = data_path;
     excluded.extend(data_excluded);
     check_exclusions_matched(exclusions, &excluded)?;
@@ -409,6 +419,7 @@ fn replay_trainer(
         quiet: args.global.json,
         allow_unsafe_inputs: false,
         skip_data_check: false,
+        input_names,
     };
     let trained = train_and_record(&job, keys, registry)?;
     let metrics_object = trained
@@ -476,6 +487,7 @@ fn replay_wrapped(
 
     let mut inputs = Vec::new();
     let mut excluded = Vec::new();
+    let mut input_names = BTreeMap::new();
     for check in checks {
         let role = match check.input.role.as_str() {
             "base" => InputRole::Base,
@@ -495,10 +507,11 @@ fn replay_wrapped(
         if place != check.now_at {
             excluded.extend(stage_input(check, exclusions, &place, registry)?);
         }
+        input_names.insert(place.clone(), check.input.given.clone());
         inputs.push((role, place));
     }
     check_exclusions_matched(exclusions, &excluded)?;
-    let configs = restore_configs(predicate, registry, &run_cwd)?;
+    let configs = restore_configs(predicate, registry, &run_cwd, &mut input_names)?;
     let argv: Vec<OsString> = external["argv"]
         .as_array()
         .map(|a| {
@@ -535,6 +548,7 @@ fn replay_wrapped(
         cwd: Some(run_cwd),
         env: recorded_env(original, registry),
         related: vec![related_descriptor(original, exclusions, &excluded)],
+        input_names,
     };
     let prepared = prepare(&spec, registry).or_input()?;
     let id = prepared.id().to_string();
@@ -594,10 +608,12 @@ fn stage_input(
         .collect())
 }
 
+/// Writes the recorded configs into the worktree; `names` learns their recorded names.
 fn restore_configs(
     predicate: &Value,
     registry: &Registry,
     run_cwd: &Path,
+    names: &mut BTreeMap<PathBuf, String>,
 ) -> Result<Vec<PathBuf>, CliError> {
     let mut paths = Vec::new();
     for dep in recorder::replay::dependencies(predicate) {
@@ -613,6 +629,7 @@ fn restore_configs(
             std::fs::create_dir_all(parent).or_input()?;
         }
         std::fs::write(&path, bytes).or_input()?;
+        names.insert(path.clone(), name.to_string());
         paths.push(path);
     }
     Ok(paths)

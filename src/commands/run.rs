@@ -58,6 +58,7 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
         cwd: None,
         env: Vec::new(),
         related: Vec::new(),
+        input_names: BTreeMap::new(),
     };
     let prepared = prepare(&spec, &mut registry).or_input()?;
     let id = prepared.id().to_string();

@@ -62,6 +62,7 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
         quiet: args.global.json,
         allow_unsafe_inputs: args.allow_unsafe_inputs,
         skip_data_check: args.skip_data_check,
+        input_names: BTreeMap::new(),
     };
     let trained = train_and_record(&job, &keys, &mut registry)?;
     Ok(trained.report(registry.dir()))
@@ -85,6 +86,8 @@ pub struct TrainJob<'a> {
     pub allow_unsafe_inputs: bool,
     /// Record the data check as skipped instead of running it.
     pub skip_data_check: bool,
+    /// Names to record for inputs (path → name), see `RunSpec::input_names`.
+    pub input_names: BTreeMap<PathBuf, String>,
 }
 
 /// A recorded, signed training run.
@@ -141,6 +144,7 @@ pub fn train_and_record(
         cwd: None,
         env: Vec::new(),
         related: job.related.clone(),
+        input_names: job.input_names.clone(),
     };
     let scan = crate::commands::inputs::scan_model_inputs(&spec.inputs, job.allow_unsafe_inputs)?;
     let data_check = crate::commands::inputs::check_data_inputs(&spec.inputs, job.skip_data_check);
