@@ -12,6 +12,7 @@ use attest::keyfile::load_public_key;
 use attest::keys::PublicKey;
 use attest::oms::{ModelSignature, GIT_PATHS};
 use attest::statement::{DigestMismatch, ResourceDescriptor, Statement};
+use attest::Verified;
 use recorder::file_digest::digest_file;
 use recorder::model_tree::{hash_model_dir, TreeOptions};
 use serde_json::{json, Value};
@@ -197,43 +198,9 @@ fn verify_attestation(
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
     let statement = Statement::<Value>::from_verified(payload, None)
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let base = crate::commands::parent_dir(&args.file);
-    let mut checked = Vec::new();
-    for artifact in &args.artifacts {
-        checked.push(check_artifact(&statement.subject, &base, artifact)?);
-    }
-    if let Some(dir) = &args.model_dir {
-        checked.extend(check_directory(&statement.subject, dir, &args.file).or_failed()?);
-    }
-    if args.inputs {
-        checked.extend(check_inputs(
-            &statement.predicate,
-            args.registry.as_deref(),
-        )?);
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    checked.retain(|c| seen.insert((c.path.clone(), c.subject.clone())));
+    let checked = check_files(args, &statement)?;
     let failures: Vec<&ArtifactCheck> = checked.iter().filter(|c| c.problem.is_some()).collect();
-    let registry = policy::existing_registry(args.registry.as_deref())?;
-    let (mut violations, tally) = match gate.policy {
-        Some(loaded) => {
-            let tally = match &args.env {
-                Some(env) => Some(policy::tally_approvals(
-                    loaded,
-                    env,
-                    &statement,
-                    &gate.sha256,
-                    registry.as_ref(),
-                    &args.approvals,
-                )?),
-                None => None,
-            };
-            let violations =
-                policy::evaluate(loaded, &statement, registry.as_ref(), tally.as_ref())?;
-            (violations, tally)
-        }
-        None => (policy::revocations(&statement, registry.as_ref())?.0, None),
-    };
+    let (mut violations, tally) = gate_violations(args, gate, &statement)?;
     let mut summary = json!({
         "kind": "dsse",
         "file": args.file,
@@ -269,15 +236,91 @@ fn verify_attestation(
             .collect();
         return Err(CliError::failed(anyhow!("{name}: {}", lines.join("; "))).with_detail(summary));
     }
-    let mut human = format!(
-        "OK {name}: signed by {} of {} trusted key(s) ({})\n   {} subject(s), predicate {}\n",
-        statement.signed_by().len(),
+    let human = verified_text(
+        &name,
         keys.len(),
+        &statement,
+        &checked,
+        gate,
+        tally.as_ref(),
+    );
+    summary["status"] = json!("verified");
+    Ok(Report::ok(human, summary))
+}
+
+/// `--artifact`, `--model-dir` and `--inputs`: real files against the statement, each once.
+fn check_files(
+    args: &VerifyArgs,
+    statement: &Verified<Statement<Value>>,
+) -> Result<Vec<ArtifactCheck>, CliError> {
+    let base = crate::commands::parent_dir(&args.file);
+    let mut checked = Vec::new();
+    for artifact in &args.artifacts {
+        checked.push(check_artifact(&statement.subject, &base, artifact)?);
+    }
+    if let Some(dir) = &args.model_dir {
+        checked.extend(check_directory(&statement.subject, dir, &args.file).or_failed()?);
+    }
+    if args.inputs {
+        checked.extend(check_inputs(
+            &statement.predicate,
+            args.registry.as_deref(),
+        )?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    checked.retain(|c| seen.insert((c.path.clone(), c.subject.clone())));
+    Ok(checked)
+}
+
+/// The policy's failed rules (with `--env`, the approvals too), or without a policy the
+/// revocations the registry knows of upstream of this statement.
+fn gate_violations(
+    args: &VerifyArgs,
+    gate: &Gate<'_>,
+    statement: &Verified<Statement<Value>>,
+) -> Result<
+    (
+        Vec<attest::policy::Violation>,
+        Option<attest::policy::ApprovalTally>,
+    ),
+    CliError,
+> {
+    let registry = policy::existing_registry(args.registry.as_deref())?;
+    let Some(loaded) = gate.policy else {
+        return Ok((policy::revocations(statement, registry.as_ref())?.0, None));
+    };
+    let tally = match &args.env {
+        Some(env) => Some(policy::tally_approvals(
+            loaded,
+            env,
+            statement,
+            &gate.sha256,
+            registry.as_ref(),
+            &args.approvals,
+        )?),
+        None => None,
+    };
+    let violations = policy::evaluate(loaded, statement, registry.as_ref(), tally.as_ref())?;
+    Ok((violations, tally))
+}
+
+/// The human report of a verified attestation.
+fn verified_text(
+    name: &str,
+    trusted: usize,
+    statement: &Verified<Statement<Value>>,
+    checked: &[ArtifactCheck],
+    gate: &Gate<'_>,
+    tally: Option<&attest::policy::ApprovalTally>,
+) -> String {
+    let mut human = format!(
+        "OK {name}: signed by {} of {trusted} trusted key(s) ({})\n   {} subject(s), predicate {}\n",
+        statement.signed_by().len(),
         statement.signed_by().join(", "),
         statement.subject.len(),
         statement.predicate_type
     );
-    for check in &checked {
+    for check in checked {
         human.push_str(&format!(
             "   {} matches subject {}\n",
             check.path,
@@ -290,7 +333,7 @@ fn verify_attestation(
             shown(&loaded.path)
         ));
     }
-    if let Some(tally) = &tally {
+    if let Some(tally) = tally {
         human.push_str(&format!(
             "   approvals for {}: keyid {}\n",
             tally.environment,
@@ -304,9 +347,7 @@ fn verify_attestation(
             human.push_str(&format!("   ignored {ignored}\n"));
         }
     }
-    let mut json = summary;
-    json["status"] = json!("verified");
-    Ok(Report::ok(human, json))
+    human
 }
 
 /// The outcome of comparing one file with the statement.
