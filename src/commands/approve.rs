@@ -11,6 +11,7 @@ use attest::statement::{DigestSet, Statement};
 use attest::vsa::{
     approver_id, ResourceRef, VerificationSummary, Verifier, PASSED, VERIFICATION_SUMMARY_V1,
 };
+use attest::Verified;
 use recorder::registry::{ApprovalRecord, Registry};
 use serde_json::{json, Value};
 
@@ -24,38 +25,13 @@ use crate::Report;
 /// Verifies, then writes and records the approval.
 pub fn run(args: &ApproveArgs) -> Result<Report, CliError> {
     let loaded = LoadedPolicy::load(&args.policy)?;
-    let approvers = loaded.approver_keys(&args.env)?;
     let key = load_signing_key(&args.key).or_input()?;
     let keyid = key.public_key().keyid().to_string();
-    if !approvers.iter().any(|k| k.keyid() == keyid) {
-        return Err(CliError::input(anyhow!(
-            "{}: keyid {keyid} is not an approver for '{}' in {} (approvers: {}); an approval by it would not count",
-            shown(&args.key),
-            args.env,
-            shown(&args.policy),
-            approvers.iter().map(|k| k.keyid()).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    if loaded.signer_keys.is_empty() {
-        return Err(CliError::input(anyhow!(
-            "{}: lists no [signers] keys to verify the attestation with",
-            shown(&args.policy)
-        )));
-    }
+    check_approver(args, &loaded, &keyid)?;
     let name = shown(&args.attestation);
     let bytes = read_document(&args.attestation)?;
     let attestation_sha256 = hex_sha256(&bytes);
-    let envelope =
-        Envelope::from_json(&bytes).map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let payload = envelope
-        .verify(
-            IN_TOTO_PAYLOAD_TYPE,
-            &loaded.signer_keys,
-            loaded.policy.signers.threshold,
-        )
-        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let statement = Statement::<Value>::from_verified(payload, Some(PROVENANCE_V1))
-        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
+    let statement = verified_statement(&loaded, &name, &bytes)?;
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&recorder::paths::registry_dir(
         args.registry.as_deref(),
@@ -69,31 +45,7 @@ pub fn run(args: &ApproveArgs) -> Result<Report, CliError> {
     }
 
     let now = recorder::runner::now_rfc3339();
-    let summary = VerificationSummary {
-        verifier: Verifier {
-            id: approver_id(&keyid),
-            version: BTreeMap::from([(
-                "trainprov".to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            )]),
-        },
-        time_verified: now.clone(),
-        resource_uri: file_uri(&parent_dir(&args.attestation)),
-        policy: ResourceRef {
-            uri: file_uri(&args.policy),
-            digest: sha256_set(&loaded.sha256),
-        },
-        input_attestations: vec![ResourceRef {
-            uri: file_uri(&args.attestation),
-            digest: sha256_set(&attestation_sha256),
-        }],
-        verification_result: PASSED.into(),
-        verified_levels: vec!["SLSA_BUILD_LEVEL_1".into()],
-        slsa_version: "1.0".into(),
-        environment: args.env.clone(),
-        approver_keyid: keyid.clone(),
-        note: args.note.clone(),
-    };
+    let summary = summary(args, &loaded, &keyid, &attestation_sha256, &now);
     let approval = Statement::new(statement.subject.clone(), VERIFICATION_SUMMARY_V1, summary);
     let payload = approval
         .to_json()
@@ -138,12 +90,90 @@ pub fn run(args: &ApproveArgs) -> Result<Report, CliError> {
     ))
 }
 
+/// Refuses a key the policy does not list as an approver for the environment (its approval
+/// would not count), and a policy with no signer keys to check the attestation with.
+fn check_approver(args: &ApproveArgs, loaded: &LoadedPolicy, keyid: &str) -> Result<(), CliError> {
+    let approvers = loaded.approver_keys(&args.env)?;
+    if !approvers.iter().any(|k| k.keyid() == keyid) {
+        return Err(CliError::input(anyhow!(
+            "{}: keyid {keyid} is not an approver for '{}' in {} (approvers: {}); an approval by it would not count",
+            shown(&args.key),
+            args.env,
+            shown(&args.policy),
+            approvers.iter().map(|k| k.keyid()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if loaded.signer_keys.is_empty() {
+        return Err(CliError::input(anyhow!(
+            "{}: lists no [signers] keys to verify the attestation with",
+            shown(&args.policy)
+        )));
+    }
+    Ok(())
+}
+
+/// The attestation's provenance Statement, once its signatures meet the policy's signers.
+fn verified_statement(
+    loaded: &LoadedPolicy,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Verified<Statement<Value>>, CliError> {
+    let envelope =
+        Envelope::from_json(bytes).map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
+    let payload = envelope
+        .verify(
+            IN_TOTO_PAYLOAD_TYPE,
+            &loaded.signer_keys,
+            loaded.policy.signers.threshold,
+        )
+        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
+    Statement::<Value>::from_verified(payload, Some(PROVENANCE_V1))
+        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))
+}
+
+/// The VSA predicate: who approved what, for which environment, under which policy.
+fn summary(
+    args: &ApproveArgs,
+    loaded: &LoadedPolicy,
+    keyid: &str,
+    attestation_sha256: &str,
+    now: &str,
+) -> VerificationSummary {
+    VerificationSummary {
+        verifier: Verifier {
+            id: approver_id(keyid),
+            version: BTreeMap::from([(
+                "trainprov".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]),
+        },
+        time_verified: now.to_string(),
+        resource_uri: file_uri(&parent_dir(&args.attestation)),
+        policy: ResourceRef {
+            uri: file_uri(&args.policy),
+            digest: sha256_set(&loaded.sha256),
+        },
+        input_attestations: vec![ResourceRef {
+            uri: file_uri(&args.attestation),
+            digest: sha256_set(attestation_sha256),
+        }],
+        verification_result: PASSED.into(),
+        verified_levels: vec!["SLSA_BUILD_LEVEL_1".into()],
+        slsa_version: "1.0".into(),
+        environment: args.env.clone(),
+        approver_keyid: keyid.to_string(),
+        note: args.note.clone(),
+    }
+}
+
 fn sha256_set(hex: &str) -> DigestSet {
     DigestSet::from([("sha256".to_string(), hex.to_string())])
 }
 
+/// The path made absolute, with `..` resolved where it exists.
 fn absolute(path: &std::path::Path) -> String {
-    std::path::absolute(path)
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
