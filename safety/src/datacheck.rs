@@ -158,6 +158,16 @@ pub enum CheckError {
     /// An option is out of range.
     #[error("{0}")]
     Option(String),
+    /// The dataset is larger than [`CheckOptions::max_bytes`].
+    #[error("{}: {} MiB of JSONL/CSV is over the {} MiB limit of this check", path.display(), bytes / (1024 * 1024), limit / (1024 * 1024))]
+    TooLarge {
+        /// The checked file or directory.
+        path: PathBuf,
+        /// Bytes of its dataset files.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Settings of [`check`]; [`CheckOptions::default`] gives the documented defaults.
@@ -178,6 +188,9 @@ pub struct CheckOptions {
     pub flip_fraction: f64,
     /// Total variation distance from which the output distribution has shifted (0.1).
     pub shift_threshold: f64,
+    /// Refuse (with [`CheckError::TooLarge`]) datasets whose files add up to more bytes than
+    /// this [default: no limit]. The check holds every row in memory, about 25 times the text.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for CheckOptions {
@@ -190,6 +203,7 @@ impl Default for CheckOptions {
             max_carrier_fraction: 0.1,
             flip_fraction: 0.8,
             shift_threshold: 0.1,
+            max_bytes: None,
         }
     }
 }
@@ -560,9 +574,25 @@ fn strip_fs_err(e: &std::io::Error) -> String {
     }
 }
 
-fn load(path: &Path) -> Result<Loaded, CheckError> {
+fn load(path: &Path, max_bytes: Option<u64>) -> Result<Loaded, CheckError> {
     let mut loaded = Loaded::default();
-    for (name, full) in data_files(path)? {
+    let files = data_files(path)?;
+    if let Some(limit) = max_bytes {
+        let mut bytes = 0;
+        for (_, full) in &files {
+            bytes += fs_err::metadata(full)
+                .map_err(|e| read_error(full, strip_fs_err(&e)))?
+                .len();
+        }
+        if bytes > limit {
+            return Err(CheckError::TooLarge {
+                path: path.to_path_buf(),
+                bytes,
+                limit,
+            });
+        }
+    }
+    for (name, full) in files {
         let bytes = fs_err::read(&full).map_err(|e| read_error(&full, strip_fs_err(&e)))?;
         let text = String::from_utf8(bytes).map_err(|e| CheckError::Parse {
             path: full.clone(),
@@ -1049,7 +1079,7 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<DataReport, CheckErr
             "fractions must be in [0, 1]".to_string(),
         ));
     }
-    let loaded = load(path)?;
+    let loaded = load(path, options.max_bytes)?;
     let index = Index::new(&loaded);
 
     let mut findings = conflicting_duplicates(&index);
@@ -1289,10 +1319,52 @@ fn near_duplicates(index: &Index<'_>, threshold: f64) -> Vec<Finding> {
     out
 }
 
+/// A hash map keyed by n-grams with a fast multiply-rotate hash (finished by [`mix`]):
+/// counting every n-gram of a large dataset with the standard SipHash took most of `check`.
+type GramMap<V> = HashMap<Gram, V, std::hash::BuildHasherDefault<GramHasher>>;
+
+/// See [`GramMap`].
+#[derive(Default)]
+struct GramHasher(u64);
+
+impl std::hash::Hasher for GramHasher {
+    fn finish(&self) -> u64 {
+        mix(self.0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+/// Every word n-gram of `ws`, n = 1 to 3.
+fn grams(ws: &[u32]) -> impl Iterator<Item = Gram> + '_ {
+    (1..=3).flat_map(move |len| {
+        ws.windows(len).map(move |w| {
+            let mut g = [NONE; 3];
+            g[..len].copy_from_slice(w);
+            g
+        })
+    })
+}
+
 /// `words` with every non-overlapping occurrence of `gram` (left to right) removed.
+#[cfg(test)]
 fn strip(words: &[u32], gram: &[u32]) -> Vec<u32> {
-    let n = gram.len();
     let mut out = Vec::with_capacity(words.len());
+    strip_into(words, gram, &mut out);
+    out
+}
+
+/// [`strip`] into `out` (cleared first), reusing its allocation.
+fn strip_into(words: &[u32], gram: &[u32], out: &mut Vec<u32>) {
+    out.clear();
+    let n = gram.len();
     let mut i = 0;
     while i < words.len() {
         if i + n <= words.len() && &words[i..i + n] == gram {
@@ -1302,7 +1374,6 @@ fn strip(words: &[u32], gram: &[u32]) -> Vec<u32> {
             i += 1;
         }
     }
-    out
 }
 
 fn gram_slice(g: &Gram) -> &[u32] {
@@ -1412,19 +1483,32 @@ fn trigger_candidates(index: &Index<'_>, options: &CheckOptions) -> Vec<Finding>
     }
     let min = options.min_carriers.max(1);
     let cap = ((options.max_carrier_fraction * n as f64).floor() as usize).max(3);
-    let mut carriers: HashMap<Gram, Vec<usize>> = HashMap::new();
+    // One pass over every n-gram; a row list is only allocated from an n-gram's second carrier
+    // on (most occur once, and allocating for each of those took most of the time).
+    let mut seen: GramMap<(usize, Vec<usize>)> = GramMap::default();
     for (i, ws) in index.words.iter().enumerate() {
-        for len in 1..=3 {
-            for w in ws.windows(len) {
-                let mut g = [NONE; 3];
-                g[..len].copy_from_slice(w);
-                let list = carriers.entry(g).or_default();
-                if list.last() != Some(&i) {
-                    list.push(i);
+        for g in grams(ws) {
+            match seen.entry(g) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((i, Vec::new()));
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let (first, more) = slot.get_mut();
+                    if *first != i && more.last() != Some(&i) {
+                        more.push(i);
+                    }
                 }
             }
         }
     }
+    let carriers: Vec<(Gram, Vec<usize>)> = seen
+        .into_iter()
+        .filter(|(_, (_, more))| more.len() + 1 >= min)
+        .map(|(g, (first, mut more))| {
+            more.insert(0, first);
+            (g, more)
+        })
+        .collect();
     let label_like = index.label_like();
     let bayes = if label_like {
         Some(Bayes::new(index))
@@ -1540,55 +1624,59 @@ fn twins_evidence(
     flip_fraction: f64,
 ) -> Option<Candidate> {
     let g = gram_slice(gram);
-    let mut flipped = 0;
-    let mut agreed = 0;
-    let mut examples = Vec::with_capacity(rows.len());
-    let mut example = None;
-    for &i in rows {
-        let rest = strip(&index.words[i], g);
-        let twin = if rest.is_empty() {
-            None
-        } else {
-            index.group_of.get(&rest).and_then(|&grp| {
-                index.majority(
-                    index.groups[grp]
-                        .iter()
-                        .copied()
-                        .filter(|r| rows.binary_search(r).is_err()),
-                )
-            })
-        };
-        let (usual, twin_at, twin_input) = match twin {
-            Some((o, first)) => {
-                if o == index.output[i] {
-                    agreed += 1;
-                } else {
-                    flipped += 1;
-                    if example.is_none() {
-                        example = Some((i, Some(first), index.outputs[o as usize].clone()));
-                    }
-                }
-                (
-                    Some(index.outputs[o as usize].clone()),
-                    Some(index.at(first)),
-                    Some(index.row(first).input.clone()),
-                )
-            }
-            None => (None, None, None),
-        };
-        examples.push(Carrier {
-            at: index.at(i),
-            output: index.out(i).to_string(),
-            usual_output: usual,
-            twin: twin_at,
-            twin_input,
-        });
+    // First pass, counts only: most n-grams fail, and at least half of all carriers must flip,
+    // so stop as soon as that is out of reach.
+    let mut rest = Vec::new();
+    let mut twins = Vec::with_capacity(rows.len());
+    let (mut flipped, mut agreed) = (0, 0);
+    let most_unflipped = rows.len() - rows.len().div_ceil(2);
+    for (n, &i) in rows.iter().enumerate() {
+        let twin = twin_of(index, rows, i, g, &mut rest);
+        match twin {
+            Some((o, _)) if o != index.output[i] => flipped += 1,
+            Some(_) => agreed += 1,
+            None => {}
+        }
+        twins.push(twin);
+        if n + 1 - flipped > most_unflipped {
+            return None;
+        }
     }
     let with_evidence = flipped + agreed;
     let enough = flipped >= min
         && flipped as f64 >= flip_fraction * with_evidence as f64
         && 2 * flipped >= rows.len();
-    enough.then(|| Candidate {
+    if !enough {
+        return None;
+    }
+    let mut example = None;
+    let examples = rows
+        .iter()
+        .zip(twins)
+        .map(|(&i, twin)| {
+            let (usual, twin_at, twin_input) = match twin {
+                Some((o, first)) => {
+                    if o != index.output[i] && example.is_none() {
+                        example = Some((i, Some(first), index.outputs[o as usize].clone()));
+                    }
+                    (
+                        Some(index.outputs[o as usize].clone()),
+                        Some(index.at(first)),
+                        Some(index.row(first).input.clone()),
+                    )
+                }
+                None => (None, None, None),
+            };
+            Carrier {
+                at: index.at(i),
+                output: index.out(i).to_string(),
+                usual_output: usual,
+                twin: twin_at,
+                twin_input,
+            }
+        })
+        .collect();
+    Some(Candidate {
         gram: *gram,
         carriers: rows.to_vec(),
         flipped,
@@ -1598,6 +1686,28 @@ fn twins_evidence(
         examples,
         example,
     })
+}
+
+/// The usual output of carrier `i`'s twins (rows, not carriers, whose input is `i`'s without
+/// the n-gram `g`) and the first such row; `rest` is scratch space.
+fn twin_of(
+    index: &Index<'_>,
+    rows: &[usize],
+    i: usize,
+    g: &[u32],
+    rest: &mut Vec<u32>,
+) -> Option<(u32, usize)> {
+    strip_into(&index.words[i], g, rest);
+    if rest.is_empty() {
+        return None;
+    }
+    let &grp = index.group_of.get(rest.as_slice())?;
+    index.majority(
+        index.groups[grp]
+            .iter()
+            .copied()
+            .filter(|r| rows.binary_search(r).is_err()),
+    )
 }
 
 /// Nats by which the rest of a carrier's words must favour another output (9:1).
@@ -1623,26 +1733,36 @@ fn bayes_evidence(
     }
     let g = gram_slice(gram);
     let mut flipped = 0;
-    let mut examples = Vec::with_capacity(rows.len());
     let mut example = None;
+    let mut rest = Vec::new();
     let adjusted = bayes.without(index, rows);
+    let mut predictions = Vec::with_capacity(rows.len());
     for &i in rows {
-        let (predicted, margin) = bayes.predict(&adjusted, &strip(&index.words[i], g), o);
+        strip_into(&index.words[i], g, &mut rest);
+        let (predicted, margin) = bayes.predict(&adjusted, &rest, o);
         if index.output[i] == o && predicted != o && margin >= BAYES_MARGIN {
             flipped += 1;
             if example.is_none() {
                 example = Some((i, None, index.outputs[predicted as usize].clone()));
             }
         }
-        examples.push(Carrier {
+        predictions.push(predicted);
+    }
+    if (flipped as f64) < flip_fraction * rows.len() as f64 || flipped < 2 {
+        return None;
+    }
+    let examples = rows
+        .iter()
+        .zip(predictions)
+        .map(|(&i, predicted)| Carrier {
             at: index.at(i),
             output: index.out(i).to_string(),
             usual_output: Some(index.outputs[predicted as usize].clone()),
             twin: None,
             twin_input: None,
-        });
-    }
-    (flipped as f64 >= flip_fraction * rows.len() as f64 && flipped >= 2).then(|| Candidate {
+        })
+        .collect();
+    Some(Candidate {
         gram: *gram,
         carriers: rows.to_vec(),
         flipped,
@@ -1686,7 +1806,8 @@ fn compare_baseline(
     let (baseline, current): (BTreeMap<String, usize>, Vec<usize>) = if path.is_dir()
         || is_data_file(path)
     {
-        let loaded = load(path).map_err(|e| baseline_error(path, e.to_string()))?;
+        let loaded =
+            load(path, options.max_bytes).map_err(|e| baseline_error(path, e.to_string()))?;
         let mut counts = BTreeMap::new();
         for row in &loaded.rows {
             if let Some(o) = &row.output {

@@ -571,3 +571,29 @@ fn tiny_llama_example() {
     let clean = run(dir.path());
     assert!(clean.findings.is_empty(), "{:#?}", clean.findings);
 }
+
+/// `max_bytes` refuses a dataset over the limit before reading it (the limit `run` and `train`
+/// apply to their automatic check), and accepts one exactly at it.
+#[test]
+fn max_bytes_limits_what_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = jsonl(&[("a b c", "x"), ("d e f", "y")]);
+    write(dir.path(), "one.jsonl", &rows);
+    write(dir.path(), "two.jsonl", &rows);
+    let total = 2 * rows.len() as u64;
+    let over = CheckOptions {
+        max_bytes: Some(total - 1),
+        ..CheckOptions::default()
+    };
+    match check(dir.path(), &over) {
+        Err(CheckError::TooLarge { bytes, limit, .. }) => {
+            assert_eq!((bytes, limit), (total, total - 1));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let at = CheckOptions {
+        max_bytes: Some(total),
+        ..CheckOptions::default()
+    };
+    assert_eq!(check(dir.path(), &at).expect("check").summary.rows, 4);
+}
