@@ -53,7 +53,8 @@ fn revoke(mut registry: Registry, target: &str, reason: &str) -> Result<Report, 
         human.push_str("   not in this registry yet: runs recorded later are checked too\n");
     }
     human.push_str(&format!(
-        "   {} recorded run(s) downstream now fail `trainprov verify`\n",
+        "   {} recorded run(s) downstream (that used it, or a product made from it) now fail \
+         `trainprov verify`, as does any attestation naming it as a product\n",
         downstream
     ));
     Ok(Report::ok(
