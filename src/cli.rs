@@ -111,7 +111,7 @@ pub enum Command {
         Exit code: the command's own (128+N if killed by signal N); 2 if trainprov could not record."
     )]
     Run(RunArgs),
-    /// Inspect the registry of recorded runs.
+    /// Inspect the registry of recorded runs; revoke artifacts.
     Registry(RegistryArgs),
     /// Fine-tune with the built-in, deterministic LoRA trainer, recorded and signed like `run`.
     ///

@@ -475,33 +475,11 @@ impl Policy {
         manifests: &BTreeMap<String, Vec<ManifestFile>>,
         out: &mut Vec<Violation>,
     ) {
-        let rules = &self.inputs;
         let inputs = input_dependencies(&statement.predicate);
-        if !rules.allowed_base_models.is_empty() {
-            let bases: Vec<&InputDependency> = inputs.iter().filter(|d| d.role == "base").collect();
-            if bases.is_empty() {
-                out.push(Violation::new(
-                    "base_model",
-                    one_of(&rules.allowed_base_models),
-                    "no base model recorded",
-                ));
-            }
-            for base in bases {
-                if !rules
-                    .allowed_base_models
-                    .iter()
-                    .any(|d| d.matches(&base.digest))
-                {
-                    out.push(Violation::new(
-                        "base_model",
-                        one_of(&rules.allowed_base_models),
-                        format!("{} {}", base.name, digests(&base.digest)),
-                    ));
-                }
-            }
-        }
+        self.check_base_models(&inputs, out);
         for input in &inputs {
-            if let Some(d) = rules
+            if let Some(d) = self
+                .inputs
                 .forbidden_datasets
                 .iter()
                 .find(|d| d.matches(&input.digest))
@@ -513,15 +491,51 @@ impl Policy {
                 ));
             }
         }
-        if rules.forbidden_files.is_empty() {
+        if !self.inputs.forbidden_files.is_empty() {
+            self.check_input_files(&inputs, manifests, out);
+            self.check_other_files(statement, out);
+        }
+    }
+
+    /// Every `role: base` input is an allowed base model (and there is one).
+    fn check_base_models(&self, inputs: &[InputDependency], out: &mut Vec<Violation>) {
+        let allowed = &self.inputs.allowed_base_models;
+        if allowed.is_empty() {
             return;
         }
-        let expected = format!("no file {}", one_of(&rules.forbidden_files));
-        for input in &inputs {
+        let bases: Vec<&InputDependency> = inputs.iter().filter(|d| d.role == "base").collect();
+        if bases.is_empty() {
+            out.push(Violation::new(
+                "base_model",
+                one_of(allowed),
+                "no base model recorded",
+            ));
+        }
+        for base in bases {
+            if !allowed.iter().any(|d| d.matches(&base.digest)) {
+                out.push(Violation::new(
+                    "base_model",
+                    one_of(allowed),
+                    format!("{} {}", base.name, digests(&base.digest)),
+                ));
+            }
+        }
+    }
+
+    /// No file inside an input snapshot is forbidden; an input whose manifest is not
+    /// available fails the rule (closed, not open).
+    fn check_input_files(
+        &self,
+        inputs: &[InputDependency],
+        manifests: &BTreeMap<String, Vec<ManifestFile>>,
+        out: &mut Vec<Violation>,
+    ) {
+        let forbidden = &self.inputs.forbidden_files;
+        for input in inputs {
             let Some(files) = manifests.get(&input.name) else {
                 out.push(Violation::new(
                     "forbidden_file",
-                    expected.clone(),
+                    format!("no file {}", one_of(forbidden)),
                     format!(
                         "cannot check {}: its snapshot manifest (object {}) is not available; \
                          verify against the registry that recorded the run",
@@ -535,11 +549,7 @@ impl Policy {
                 continue;
             };
             for file in files {
-                if let Some(d) = rules
-                    .forbidden_files
-                    .iter()
-                    .find(|d| d.matches_blake3(&file.blake3))
-                {
+                if let Some(d) = forbidden.iter().find(|d| d.matches_blake3(&file.blake3)) {
                     out.push(Violation::new(
                         "forbidden_file",
                         format!("no file {d}"),
@@ -548,7 +558,11 @@ impl Policy {
                 }
             }
         }
-        let others = statement
+    }
+
+    /// No subject, and no config, lock file or patch dependency, is a forbidden file.
+    fn check_other_files(&self, statement: &Statement<Value>, out: &mut Vec<Violation>) {
+        let subjects = statement
             .subject
             .iter()
             .map(|s| ("subject", s.name.clone(), &s.digest));
@@ -559,9 +573,9 @@ impl Policy {
                 Some((d["name"].as_str().unwrap_or_default().to_string(), set))
             })
             .collect();
-        let others = others.chain(deps.iter().map(|(n, s)| ("dependency", Some(n.clone()), s)));
-        for (what, name, set) in others {
-            if let Some(d) = rules.forbidden_files.iter().find(|d| d.matches(set)) {
+        let all = subjects.chain(deps.iter().map(|(n, s)| ("dependency", Some(n.clone()), s)));
+        for (what, name, set) in all {
+            if let Some(d) = self.inputs.forbidden_files.iter().find(|d| d.matches(set)) {
                 out.push(Violation::new(
                     "forbidden_file",
                     format!("no file {d}"),

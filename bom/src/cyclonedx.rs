@@ -19,12 +19,6 @@ const MODEL_REF: &str = "model";
 pub fn cyclonedx(source: &Source) -> Value {
     let t = &source.training;
     let data: Vec<&Input> = t.inputs.iter().filter(|i| i.role == Role::Data).collect();
-    let ancestors: Vec<Value> = t
-        .inputs
-        .iter()
-        .filter(|i| i.role != Role::Data)
-        .map(|i| input_component(source, i))
-        .collect();
     let mut model = json!({
         "type": "machine-learning-model",
         "bom-ref": MODEL_REF,
@@ -34,6 +28,41 @@ pub fn cyclonedx(source: &Source) -> Value {
         "properties": model_properties(source),
         "components": t.products.iter().map(|f| file_component(MODEL_REF, f)).collect::<Vec<_>>(),
     });
+    if let Some(pedigree) = pedigree(source) {
+        model["pedigree"] = pedigree;
+    }
+    json!({
+        "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": format!("urn:uuid:{}", document_uuid(&source.statement_sha256)),
+        "version": 1,
+        "metadata": {
+            "timestamp": t.time,
+            "lifecycles": [{"phase": "build"}],
+            "tools": {"components": [{
+                "type": "application",
+                "name": "trainprov",
+                "version": t.builder_version.get("trainprov").map_or("unknown", String::as_str),
+            }]},
+            "component": model,
+            "properties": metadata_properties(source),
+        },
+        "components": data.iter().map(|i| input_component(source, i)).collect::<Vec<_>>(),
+        "dependencies": dependencies(source),
+    })
+}
+
+/// The model's pedigree: base models and input adapters as ancestors, the git commit, and a
+/// note when the tree was dirty; `None` when there is none of these.
+fn pedigree(source: &Source) -> Option<Value> {
+    let t = &source.training;
+    let ancestors: Vec<Value> = t
+        .inputs
+        .iter()
+        .filter(|i| i.role != Role::Data)
+        .map(|i| input_component(source, i))
+        .collect();
     let mut pedigree = serde_json::Map::new();
     if !ancestors.is_empty() {
         pedigree.insert("ancestors".into(), json!(ancestors));
@@ -51,10 +80,17 @@ pub fn cyclonedx(source: &Source) -> Value {
             );
         }
     }
-    if !pedigree.is_empty() {
-        model["pedigree"] = Value::Object(pedigree);
-    }
-    let mut depends_on: Vec<&str> = t.inputs.iter().map(|i| i.dependency.as_str()).collect();
+    (!pedigree.is_empty()).then_some(Value::Object(pedigree))
+}
+
+/// The model depends on every input; each input is listed with no dependencies of its own.
+fn dependencies(source: &Source) -> Vec<Value> {
+    let mut depends_on: Vec<&str> = source
+        .training
+        .inputs
+        .iter()
+        .map(|i| i.dependency.as_str())
+        .collect();
     depends_on.sort_unstable();
     depends_on.dedup();
     let mut dependencies = vec![json!({"ref": MODEL_REF, "dependsOn": depends_on})];
@@ -63,7 +99,13 @@ pub fn cyclonedx(source: &Source) -> Value {
             .iter()
             .map(|r| json!({"ref": r, "dependsOn": []})),
     );
-    let mut metadata_properties = vec![
+    dependencies
+}
+
+/// Where the BOM came from: the statement's digest, build type, builder, run and signers.
+fn metadata_properties(source: &Source) -> Vec<Value> {
+    let t = &source.training;
+    let mut properties = vec![
         property("trainprov:statement:sha256", &source.statement_sha256),
         property("trainprov:buildType", &t.build_type),
         property("trainprov:builder", &t.builder_id),
@@ -77,34 +119,15 @@ pub fn cyclonedx(source: &Source) -> Value {
         ),
     ];
     if let Some(id) = &t.run_id {
-        metadata_properties.push(property("trainprov:run:id", id));
+        properties.push(property("trainprov:run:id", id));
     }
-    metadata_properties.extend(
+    properties.extend(
         source
             .signed_by
             .iter()
             .map(|k| property("trainprov:signature:keyid", k)),
     );
-    json!({
-        "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.6",
-        "serialNumber": format!("urn:uuid:{}", document_uuid(&source.statement_sha256)),
-        "version": 1,
-        "metadata": {
-            "timestamp": t.time,
-            "lifecycles": [{"phase": "build"}],
-            "tools": {"components": [{
-                "type": "application",
-                "name": "trainprov",
-                "version": t.builder_version.get("trainprov").map_or("unknown", String::as_str),
-            }]},
-            "component": model,
-            "properties": metadata_properties,
-        },
-        "components": data.iter().map(|i| input_component(source, i)).collect::<Vec<_>>(),
-        "dependencies": dependencies,
-    })
+    properties
 }
 
 fn model_card(source: &Source, data: &[&Input]) -> Value {

@@ -358,55 +358,12 @@ impl Training {
             .or(metadata.started_on)
             .map(|t| to_seconds(&t))
             .ok_or(BomError::NoTime)?;
-        let mut products = Vec::new();
-        for subject in &statement.subject {
-            let name = subject.name.clone().unwrap_or_default();
-            let field = format!("subject {name}");
-            products.push(FileDigests {
-                sha256: Some(digest(subject, "sha256", &field)?),
-                blake3: digest(subject, "blake3", &field)?,
-                size: None,
-                name,
-            });
-        }
-        let mut inputs = Vec::new();
-        let mut code = None;
-        for dep in &build.resolved_dependencies {
-            let name = dep.name.clone().unwrap_or_default();
-            if name == "code" {
-                if let Some(commit) = dep.digest.get("gitCommit") {
-                    code = Some(Code {
-                        uri: dep.uri.clone(),
-                        commit: commit.clone(),
-                        dirty: dep.annotations.get("dirty") == Some(&Value::Bool(true)),
-                    });
-                }
-                continue;
-            }
-            let Some(role) = dep
-                .annotations
-                .get("role")
-                .and_then(Value::as_str)
-                .and_then(Role::parse)
-            else {
-                continue;
-            };
-            let field = format!("dependency {name}");
-            let path = name
-                .split_once(':')
-                .map_or(name.as_str(), |(_, p)| p)
-                .to_string();
-            inputs.push(Input {
-                role,
-                blake3: digest(dep, "blake3", &field)?,
-                sha256: digest(dep, "sha256", &field)?,
-                files: dep.annotations.get("files").and_then(Value::as_u64),
-                bytes: dep.annotations.get("bytes").and_then(Value::as_u64),
-                uri: dep.uri.clone(),
-                dependency: name,
-                path,
-            });
-        }
+        let products = statement
+            .subject
+            .iter()
+            .map(product)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (inputs, code) = inputs_and_code(&build.resolved_dependencies)?;
         let external = &build.external_parameters;
         let params = scalars(&external["params"]);
         let trainer = scalars(&build.internal_parameters["trainer"]);
@@ -430,6 +387,63 @@ impl Training {
             code,
         })
     }
+}
+
+/// A subject as a product file (both digests required).
+fn product(subject: &ResourceDescriptor) -> Result<FileDigests, BomError> {
+    let name = subject.name.clone().unwrap_or_default();
+    let field = format!("subject {name}");
+    Ok(FileDigests {
+        sha256: Some(digest(subject, "sha256", &field)?),
+        blake3: digest(subject, "blake3", &field)?,
+        size: None,
+        name,
+    })
+}
+
+/// The inputs (dependencies with a `base`, `data` or `adapter` role) and the git commit.
+fn inputs_and_code(
+    dependencies: &[ResourceDescriptor],
+) -> Result<(Vec<Input>, Option<Code>), BomError> {
+    let mut inputs = Vec::new();
+    let mut code = None;
+    for dep in dependencies {
+        let name = dep.name.clone().unwrap_or_default();
+        if name == "code" {
+            if let Some(commit) = dep.digest.get("gitCommit") {
+                code = Some(Code {
+                    uri: dep.uri.clone(),
+                    commit: commit.clone(),
+                    dirty: dep.annotations.get("dirty") == Some(&Value::Bool(true)),
+                });
+            }
+            continue;
+        }
+        let Some(role) = dep
+            .annotations
+            .get("role")
+            .and_then(Value::as_str)
+            .and_then(Role::parse)
+        else {
+            continue;
+        };
+        let field = format!("dependency {name}");
+        let path = name
+            .split_once(':')
+            .map_or(name.as_str(), |(_, p)| p)
+            .to_string();
+        inputs.push(Input {
+            role,
+            blake3: digest(dep, "blake3", &field)?,
+            sha256: digest(dep, "sha256", &field)?,
+            files: dep.annotations.get("files").and_then(Value::as_u64),
+            bytes: dep.annotations.get("bytes").and_then(Value::as_u64),
+            uri: dep.uri.clone(),
+            dependency: name,
+            path,
+        });
+    }
+    Ok((inputs, code))
 }
 
 /// Scalar members of a JSON object as strings (strings as they are, others as JSON text).

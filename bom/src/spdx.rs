@@ -49,7 +49,48 @@ pub fn spdx(source: &Source) -> Value {
         &tool,
         json!({"name": format!("trainprov {version}")}),
     ));
+    elements.push(element("ai_AIPackage", &model_id, model_fields(source)));
+    let product_ids = files(&mut elements, &id("model-file"), &t.products);
+    relationship(
+        &mut elements,
+        &id("model-contains"),
+        &model_id,
+        "contains",
+        product_ids,
+    );
+    let (datasets, ancestors) = inputs(source, &id, &mut elements);
+    relationship(
+        &mut elements,
+        &id("model-trainedOn"),
+        &model_id,
+        "trainedOn",
+        datasets,
+    );
+    relationship(
+        &mut elements,
+        &id("model-descendantOf"),
+        &model_id,
+        "descendantOf",
+        ancestors,
+    );
 
+    let document = document(source, &id("document"), &model_id, &elements);
+    let creation_info = json!({
+        "type": "CreationInfo",
+        "@id": CREATION_INFO,
+        "specVersion": "3.0.1",
+        "created": t.time,
+        "createdBy": [agent],
+        "createdUsing": [tool],
+    });
+    let mut graph = vec![creation_info, document];
+    graph.extend(elements);
+    json!({"@context": CONTEXT, "@graph": graph})
+}
+
+/// The trained model's `ai_AIPackage` fields: name, purpose, architecture, hyperparameters.
+fn model_fields(source: &Source) -> Value {
+    let t = &source.training;
     let mut model = json!({
         "name": t.name,
         "description": source.summary(),
@@ -68,25 +109,25 @@ pub fn spdx(source: &Source) -> Value {
             .map(|(k, v)| json!({"type": "DictionaryEntry", "key": k, "value": v}))
             .collect::<Vec<_>>());
     }
-    elements.push(element("ai_AIPackage", &model_id, model));
-    let product_ids = files(&mut elements, &id("model-file"), &t.products);
-    relationship(
-        &mut elements,
-        &id("model-contains"),
-        &model_id,
-        "contains",
-        product_ids,
-    );
+    model
+}
 
+/// An element per input (and its files, when its manifest is known); returns the spdxIds of
+/// the datasets and of the ancestors (base models, input adapters).
+fn inputs(
+    source: &Source,
+    id: &dyn Fn(&str) -> String,
+    elements: &mut Vec<Value>,
+) -> (Vec<String>, Vec<String>) {
     let mut datasets = Vec::new();
     let mut ancestors = Vec::new();
-    for (n, input) in t.inputs.iter().enumerate() {
+    for (n, input) in source.training.inputs.iter().enumerate() {
         let input_id = id(&format!("input-{}", n + 1));
         elements.push(input_element(source, input, &input_id));
         if let Some(manifest) = source.manifests.get(&input.blake3) {
-            let ids = files(&mut elements, &format!("{input_id}-file"), manifest);
+            let ids = files(elements, &format!("{input_id}-file"), manifest);
             relationship(
-                &mut elements,
+                elements,
                 &format!("{input_id}-contains"),
                 &input_id,
                 "contains",
@@ -98,27 +139,17 @@ pub fn spdx(source: &Source) -> Value {
             Role::Base | Role::Adapter => ancestors.push(input_id),
         }
     }
-    relationship(
-        &mut elements,
-        &id("model-trainedOn"),
-        &model_id,
-        "trainedOn",
-        datasets,
-    );
-    relationship(
-        &mut elements,
-        &id("model-descendantOf"),
-        &model_id,
-        "descendantOf",
-        ancestors,
-    );
+    (datasets, ancestors)
+}
 
+/// The `SpdxDocument`: every element, the model as root, and where it was built from.
+fn document(source: &Source, spdx_id: &str, model_id: &str, elements: &[Value]) -> Value {
     let all: Vec<Value> = elements.iter().map(|e| e["spdxId"].clone()).collect();
-    let document = element(
+    element(
         "SpdxDocument",
-        &id("document"),
+        spdx_id,
         json!({
-            "name": format!("AI bill of materials of {}", t.name),
+            "name": format!("AI bill of materials of {}", source.training.name),
             "comment": format!(
                 "Built by trainprov from the provenance statement with SHA-256 {} ({})",
                 source.statement_sha256,
@@ -132,18 +163,7 @@ pub fn spdx(source: &Source) -> Value {
             "rootElement": [model_id],
             "element": all,
         }),
-    );
-    let creation_info = json!({
-        "type": "CreationInfo",
-        "@id": CREATION_INFO,
-        "specVersion": "3.0.1",
-        "created": t.time,
-        "createdBy": [agent],
-        "createdUsing": [tool],
-    });
-    let mut graph = vec![creation_info, document];
-    graph.extend(elements);
-    json!({"@context": CONTEXT, "@graph": graph})
+    )
 }
 
 /// An Element of `kind` with `fields` added.
