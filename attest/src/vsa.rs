@@ -249,6 +249,15 @@ mod tests {
     use crate::statement::digest_set_of;
 
     fn approval(key: &SigningKey, environment: &str, attestation: &str) -> Envelope {
+        approval_with(key, environment, attestation, |_| {})
+    }
+
+    fn approval_with(
+        key: &SigningKey,
+        environment: &str,
+        attestation: &str,
+        change: impl FnOnce(&mut VerificationSummary),
+    ) -> Envelope {
         let keyid = key.public_key().keyid().to_string();
         let summary = VerificationSummary {
             verifier: Verifier {
@@ -272,6 +281,8 @@ mod tests {
             approver_keyid: keyid,
             note: None,
         };
+        let mut summary = summary;
+        change(&mut summary);
         let statement = Statement::new(subjects(), VERIFICATION_SUMMARY_V1, summary);
         Envelope::sign(
             IN_TOTO_PAYLOAD_TYPE,
@@ -322,6 +333,55 @@ mod tests {
         assert!(matches!(
             check_approval(&approval(&approver, "prod", "att"), &keys, &other),
             Err(ApprovalError::Subjects { .. })
+        ));
+    }
+
+    /// Each single change an approver did not sign, or signed with other content, is caught:
+    /// a FAILED result, a verifier or approver keyid naming another key, and any edit of the
+    /// signed payload (here, the environment rewritten without re-signing).
+    #[test]
+    fn each_single_change_to_an_approval_is_caught() {
+        let approver = SigningKey::generate(KeyAlgorithm::EcdsaP256);
+        let subjects = subjects();
+        let sha = digest_set_of(b"att")["sha256"].clone();
+        let context = ApprovalContext {
+            environment: "prod",
+            attestation_sha256: &sha,
+            subjects: &subjects,
+        };
+        let keys = [approver.public_key()];
+        let failed = approval_with(&approver, "prod", "att", |s| {
+            s.verification_result = "FAILED".into()
+        });
+        assert!(matches!(
+            check_approval(&failed, &keys, &context),
+            Err(ApprovalError::Result { .. })
+        ));
+        let other_verifier = approval_with(&approver, "prod", "att", |s| {
+            s.verifier.id = approver_id("someone-else")
+        });
+        assert!(matches!(
+            check_approval(&other_verifier, &keys, &context),
+            Err(ApprovalError::Verifier { .. })
+        ));
+        let other_keyid = approval_with(&approver, "prod", "att", |s| {
+            s.approver_keyid = "someone-else".into()
+        });
+        assert!(matches!(
+            check_approval(&other_keyid, &keys, &context),
+            Err(ApprovalError::Verifier { .. })
+        ));
+        let mut edited = approval(&approver, "staging", "att");
+        let payload = crate::dsse::decode_base64(&edited.payload, "payload").expect("payload");
+        let text = String::from_utf8(payload).expect("utf-8");
+        assert!(text.contains("\"environment\":\"staging\""), "{text}");
+        edited.payload = crate::dsse::encode_base64(
+            text.replace("\"environment\":\"staging\"", "\"environment\":\"prod\"")
+                .as_bytes(),
+        );
+        assert!(matches!(
+            check_approval(&edited, &keys, &context),
+            Err(ApprovalError::Untrusted { .. })
         ));
     }
 }
