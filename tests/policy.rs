@@ -544,3 +544,36 @@ fn revoked_shard_fails_a_second_generation_model_with_the_path() {
     )
     .expect_code(INPUT, "not a path or digest");
 }
+
+/// `same_policy = true`: an approval made under an earlier version of the policy no longer
+/// counts once the policy changes; a new approval under the current version does.
+#[test]
+fn same_policy_requires_approvals_under_the_current_policy() {
+    let (ws, _) = scenario();
+    let v1 = "[signers]\nkeys = [\"../keys/signer.pub\"]\n\
+              [environments.prod]\napprovers = [\"../keys/approver.pub\"]\nsame_policy = true\n";
+    let policy = write_policy(&ws, "prod.toml", v1);
+    let attestation = "out1/provenance.intoto.json";
+    approve(&ws, "approver", &policy, &[]).expect_code(OK, "approve under v1");
+    verify(&ws, attestation, &["--policy", &policy, "--env", "prod"])
+        .expect_code(OK, "approved under v1");
+
+    // The policy changes (a rule added): the v1 approval is ignored, with the reason.
+    write_policy(
+        &ws,
+        "prod.toml",
+        &format!("{v1}[build]\nrequire_clean_tree = true\n"),
+    );
+    let run = verify(&ws, attestation, &["--policy", &policy, "--env", "prod"])
+        .expect_code(FAILED, "v1 approval under v2");
+    assert!(
+        run.stderr
+            .contains("checked against another version of the policy"),
+        "{}",
+        run.stderr
+    );
+    approve(&ws, "approver", &policy, &["--out", "approval-v2.json"])
+        .expect_code(OK, "approve under v2");
+    verify(&ws, attestation, &["--policy", &policy, "--env", "prod"])
+        .expect_code(OK, "approved under v2");
+}

@@ -169,6 +169,10 @@ pub struct EnvironmentRules {
     /// Distinct approver keys whose approval is needed [default 1].
     #[serde(default = "one")]
     pub required_approvals: usize,
+    /// Count only approvals made under this exact policy file (same SHA-256), so that changing
+    /// the policy calls for new approvals [default: false].
+    #[serde(default)]
+    pub same_policy: bool,
 }
 
 fn default_version() -> u32 {

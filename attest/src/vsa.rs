@@ -109,6 +109,9 @@ pub struct ApprovalContext<'a> {
     pub attestation_sha256: &'a str,
     /// The attestation's subjects.
     pub subjects: &'a [ResourceDescriptor],
+    /// When set, the approval counts only if it was made under this exact policy (its
+    /// `policy.digest.sha256`; lowercase hex).
+    pub policy_sha256: Option<&'a str>,
 }
 
 /// Why an approval does not count.
@@ -155,6 +158,14 @@ pub enum ApprovalError {
     Subjects {
         /// The first difference.
         detail: String,
+    },
+    /// It was made under another version of the policy (when that is required).
+    #[error("it was checked against another version of the policy (sha256 {got}, this one is {expected})")]
+    Policy {
+        /// This policy's sha256.
+        expected: String,
+        /// The approval's policy sha256.
+        got: String,
     },
     /// It does not name this attestation file.
     #[error("it approves another attestation (inputAttestations has no sha256 {expected})")]
@@ -239,6 +250,20 @@ pub fn check_approval(
             expected: context.attestation_sha256.to_string(),
         });
     }
+    if let Some(expected) = context.policy_sha256 {
+        let got = summary
+            .policy
+            .digest
+            .get("sha256")
+            .cloned()
+            .unwrap_or_default();
+        if !got.eq_ignore_ascii_case(expected) {
+            return Err(ApprovalError::Policy {
+                expected: expected.to_string(),
+                got,
+            });
+        }
+    }
     Ok(statement)
 }
 
@@ -308,6 +333,7 @@ mod tests {
             environment: "prod",
             attestation_sha256: &sha,
             subjects: &subjects,
+            policy_sha256: None,
         };
         let keys = [approver.public_key()];
         let good =
@@ -348,6 +374,7 @@ mod tests {
             environment: "prod",
             attestation_sha256: &sha,
             subjects: &subjects,
+            policy_sha256: None,
         };
         let keys = [approver.public_key()];
         let failed = approval_with(&approver, "prod", "att", |s| {
@@ -383,5 +410,19 @@ mod tests {
             check_approval(&edited, &keys, &context),
             Err(ApprovalError::Untrusted { .. })
         ));
+        // With `same_policy`, an approval made under another policy version does not count.
+        let this_policy = digest_set_of(b"policy v2")["sha256"].clone();
+        let pinned = ApprovalContext {
+            policy_sha256: Some(&this_policy),
+            ..context
+        };
+        assert!(matches!(
+            check_approval(&approval(&approver, "prod", "att"), &keys, &pinned),
+            Err(ApprovalError::Policy { .. })
+        ));
+        let under_v2 = approval_with(&approver, "prod", "att", |s| {
+            s.policy.digest = digest_set_of(b"policy v2")
+        });
+        check_approval(&under_v2, &keys, &pinned).expect("made under this policy");
     }
 }

@@ -202,10 +202,16 @@ pub fn tally_approvals(
     for file in files {
         sources.push((shown(file), fs_err::read(file).or_input()?));
     }
+    let same_policy = loaded
+        .policy
+        .environments
+        .get(env)
+        .is_some_and(|rules| rules.same_policy);
     let context = ApprovalContext {
         environment: env,
         attestation_sha256,
         subjects: &statement.subject,
+        policy_sha256: same_policy.then_some(loaded.sha256.as_str()),
     };
     let mut tally = ApprovalTally {
         environment: env.to_string(),
