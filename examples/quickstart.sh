@@ -31,7 +31,7 @@ cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub,eval.jsonl,trigg
   "$work/project/tiny-llama/"
 cd "$work/project"
 # Products are not source: ignored, so the recorded git tree stays clean (a policy can require it).
-printf '%s\n' adapter/ adapter-clean/ wrap-python/out/ > .gitignore
+printf '%s\n' adapter/ adapter-clean/ wrap-python/out/ '*.approval-*.intoto.json' > .gitignore
 git -c init.defaultBranch=main init -q
 git add .
 git -c user.name=quickstart -c user.email=quickstart@example.invalid commit -qm "examples"

@@ -326,7 +326,9 @@ pub struct ApproveArgs {
     /// Free text recorded in the approval.
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
-    /// Where to write the approval [default: approval-ENV.intoto.json beside ATTESTATION].
+    /// Where to write the approval [default: beside the model directory, DIR.approval-ENV.intoto.json,
+    /// when ATTESTATION is in a signed one (so DIR stays as signed); else
+    /// NAME.approval-ENV.intoto.json beside ATTESTATION].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Registry that records the approval [default: $TRAINPROV_REGISTRY, else .trainprov/ at the

@@ -300,7 +300,10 @@ fn approvals_count_only_from_the_environment_s_approvers() {
         .as_str()
         .expect("approval path")
         .to_string();
-    assert!(path.ends_with("out1/approval-prod.intoto.json"), "{path}");
+    // Beside the signed model directory, which stays exactly as signed.
+    assert!(path.ends_with("out1.approval-prod.intoto.json"), "{path}");
+    verify(&ws, "out1/model.sig", &["--key", "../keys/signer.pub"])
+        .expect_code(OK, "model.sig still verifies after the approval");
     let envelope = util::read_json(&ws.path("repo").join(&path));
     let statement: Value =
         serde_json::from_slice(&util::unb64(envelope["payload"].as_str().expect("payload")))
@@ -482,6 +485,44 @@ fn revoked_shard_fails_a_second_generation_model_with_the_path() {
     );
     verify(&ws, "out5/provenance.intoto.json", &trust).expect_code(OK, "unrelated run");
     assert!(!unrelated.is_empty());
+
+    // The model signature of the second generation fails too, through the recorded products.
+    let run = verify(&ws, "out2/model.sig", &trust).expect_code(FAILED, "model.sig, generation 2");
+    assert!(
+        run.stderr
+            .contains(&format!("→ run {}… → model.bin → this model", &second[..8])),
+        "{}",
+        run.stderr
+    );
+    // A byte-identical file is no evidence when an unaffected run produced it too, as with
+    // the same adapter_config.json from a poisoned and a clean training: the clean model, and
+    // one trained from it, still verify; the poisoned one does not.
+    record(
+        &ws,
+        "out8",
+        &["--data", "data"],
+        "mkdir -p out8 && echo 'r: 8' > out8/config.txt && cat data/*.csv > out8/weights.bin",
+    );
+    record(
+        &ws,
+        "out6",
+        &["--data", "data2"],
+        "mkdir -p out6 && echo 'r: 8' > out6/config.txt && cat data2/extra.csv > out6/weights.bin",
+    );
+    record(
+        &ws,
+        "out7",
+        &["--adapter", "out6"],
+        "mkdir -p out7 && cat out6/*.txt out6/*.bin > out7/model.bin",
+    );
+    for attestation in [
+        "out6/provenance.intoto.json",
+        "out6/model.sig",
+        "out7/provenance.intoto.json",
+    ] {
+        verify(&ws, attestation, &trust).expect_code(OK, attestation);
+    }
+    verify(&ws, "out8/model.sig", &trust).expect_code(FAILED, "poisoned, by model.sig");
 
     // With a policy, the revocation is one more violated rule.
     let policy = write_policy(

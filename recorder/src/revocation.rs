@@ -29,7 +29,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::lineage::{
-    affected, manifest_of, resolve_target, AffectedRun, LineageError, Matched, TargetKind, Via,
+    affected, manifest_of, resolve_target, Affected, AffectedRun, LineageError, Matched, Target,
+    TargetKind, Via,
 };
 use crate::registry::{Registry, Revocation};
 
@@ -113,6 +114,123 @@ pub fn revoked_ancestry(
 
 const THIS: &str = "this attestation";
 
+/// A file of a signed model directory (`model.sig`): its name, and its digest under the
+/// signature's hash algorithm (`sha256` or `blake3`).
+pub struct SignedFile<'a> {
+    /// Path inside the model directory.
+    pub name: &'a str,
+    /// `sha256` or `blake3`.
+    pub algorithm: &'a str,
+    /// Lowercase hex.
+    pub digest: &'a str,
+}
+
+/// Which revocations the files of a signed model directory descend from: a file itself
+/// revoked, or a file only runs downstream of a revoked artifact (any generation) produced
+/// (see [`distinctive_producer`]). Empty when none.
+pub fn revoked_ancestry_of_files(
+    registry: &Registry,
+    files: &[SignedFile<'_>],
+) -> Result<Vec<RevokedAncestry>, LineageError> {
+    let mut found = Vec::new();
+    for revocation in registry.revocations()? {
+        if let Some(path) = file_ancestry(registry, &revocation, files)? {
+            found.push(RevokedAncestry { revocation, path });
+        }
+    }
+    Ok(found)
+}
+
+fn file_ancestry(
+    registry: &Registry,
+    revocation: &Revocation,
+    files: &[SignedFile<'_>],
+) -> Result<Option<Vec<String>>, LineageError> {
+    let revoked = |what: &str| format!("{what} (revoked: {})", revocation.reason);
+    for file in files {
+        let set = DigestSet::from([(file.algorithm.to_string(), file.digest.to_string())]);
+        if matches(revocation, &set) {
+            return Ok(Some(vec![
+                revoked(file.name),
+                "a file of this model".into(),
+            ]));
+        }
+    }
+    let (_, downstream) = downstream_of(registry, revocation)?;
+    let runs = by_id(&downstream);
+    for file in files {
+        if let Some(run) = distinctive_producer(registry, file.algorithm, file.digest, &runs)? {
+            let mut path = chain(run, &runs, &revoked);
+            path.extend([file.name.to_string(), "this model".into()]);
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// The affected run that produced these bytes, when every recorded run that produced them is
+/// affected (the rule `registry affected` applies to a partial match). A file some unaffected
+/// run produced too says nothing: an `adapter_config.json` is byte-identical across adapters
+/// trained with the same settings, poisoned or not.
+fn distinctive_producer<'r>(
+    registry: &Registry,
+    algorithm: &str,
+    digest: &str,
+    runs: &BTreeMap<&str, &'r AffectedRun>,
+) -> Result<Option<&'r AffectedRun>, LineageError> {
+    let producers = producing_runs(registry, algorithm, digest)?;
+    if producers.is_empty() || !producers.iter().all(|r| runs.contains_key(r.as_str())) {
+        return Ok(None);
+    }
+    Ok(runs.get(producers[0].as_str()).copied())
+}
+
+/// The recorded runs that produced a file with this digest.
+fn producing_runs(
+    registry: &Registry,
+    algorithm: &str,
+    digest: &str,
+) -> Result<Vec<String>, LineageError> {
+    let column = if algorithm == "blake3" {
+        "blake3"
+    } else {
+        "sha256"
+    };
+    let sql = format!(
+        "SELECT DISTINCT ra.run_id FROM run_artifacts ra JOIN artifacts a ON a.id = ra.artifact_id \
+         WHERE a.{column} = ?1 AND ra.role = 'output' ORDER BY ra.run_id"
+    );
+    let mut statement = registry.connection().prepare(&sql)?;
+    let ids = statement
+        .query_map([digest.to_ascii_lowercase()], |row| row.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
+
+/// The affected runs by id.
+fn by_id(downstream: &Affected) -> BTreeMap<&str, &AffectedRun> {
+    downstream
+        .runs
+        .iter()
+        .map(|r| (r.run.id.as_str(), r))
+        .collect()
+}
+
+/// The revoked artifact as a lineage target, and everything recorded downstream of it.
+fn downstream_of(
+    registry: &Registry,
+    revocation: &Revocation,
+) -> Result<(Target, Affected), LineageError> {
+    let lookup = revocation
+        .blake3
+        .clone()
+        .or_else(|| DigestRef::parse(&revocation.digest).ok().map(|d| d.hex))
+        .unwrap_or_default();
+    let target = resolve_target(&lookup, registry)?;
+    let downstream = affected(registry.connection(), &target)?;
+    Ok((target, downstream))
+}
+
 fn ancestry_of(
     registry: &Registry,
     revocation: &Revocation,
@@ -128,18 +246,8 @@ fn ancestry_of(
     if let Some(input) = inputs.iter().find(|i| matches(revocation, &i.digest)) {
         return Ok(Some(vec![revoked(&input.name), THIS.into()]));
     }
-    let lookup = revocation
-        .blake3
-        .clone()
-        .or_else(|| DigestRef::parse(&revocation.digest).ok().map(|d| d.hex))
-        .unwrap_or_default();
-    let target = resolve_target(&lookup, registry)?;
-    let downstream = affected(registry.connection(), &target)?;
-    let runs: BTreeMap<&str, &AffectedRun> = downstream
-        .runs
-        .iter()
-        .map(|r| (r.run.id.as_str(), r))
-        .collect();
+    let (target, downstream) = downstream_of(registry, revocation)?;
+    let runs = by_id(&downstream);
     let own_run = predicate["runDetails"]["metadata"]["invocationId"].as_str();
     if let Some(run) = own_run.and_then(|id| runs.get(id)) {
         let mut path = chain(run, &runs, &revoked);
@@ -156,12 +264,10 @@ fn ancestry_of(
             if target.kind == TargetKind::File && revoked_files.contains(&blake3.as_str()) {
                 return Ok(Some(vec![revoked(&shown), THIS.into()]));
             }
-            if let Some(product) = downstream.products.iter().find(|p| p.blake3 == blake3) {
-                if let Some(run) = runs.get(product.run_id.as_str()) {
-                    let mut path = chain(run, &runs, &revoked);
-                    path.extend([shown, THIS.into()]);
-                    return Ok(Some(path));
-                }
+            if let Some(run) = distinctive_producer(registry, "blake3", &blake3, &runs)? {
+                let mut path = chain(run, &runs, &revoked);
+                path.extend([shown, THIS.into()]);
+                return Ok(Some(path));
             }
         }
     }

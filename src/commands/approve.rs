@@ -2,6 +2,7 @@
 //! Summary approving it for one environment (see `attest::vsa` for the format).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
@@ -51,9 +52,10 @@ pub fn run(args: &ApproveArgs) -> Result<Report, CliError> {
         .to_json()
         .map_err(|e| CliError::input(anyhow!("cannot serialize the approval: {e}")))?;
     let signed = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &[&key]).to_json();
-    let out = args.out.clone().unwrap_or_else(|| {
-        parent_dir(&args.attestation).join(format!("approval-{}.intoto.json", args.env))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.attestation, &args.env));
     recorder::atomic::write_atomic(&out, &signed)
         .map_err(|e| CliError::input(anyhow!("{}: cannot write: {e}", shown(&out))))?;
     let record = ApprovalRecord {
@@ -164,6 +166,36 @@ fn summary(
         approver_keyid: keyid.to_string(),
         note: args.note.clone(),
     }
+}
+
+/// Where an approval goes by default: beside the model directory when the attestation sits in
+/// one (`out/provenance.intoto.json` → `out.approval-ENV.intoto.json`), so the signed directory
+/// is left as it was signed (`model_signing` would report an added file); otherwise beside the
+/// attestation (`release.intoto.json` → `release.approval-ENV.intoto.json`).
+fn default_out(attestation: &Path, env: &str) -> PathBuf {
+    let dir = parent_dir(attestation);
+    let signed_dir = dir.join(attest::oms::SIGNATURE_FILE).is_file();
+    if signed_dir {
+        // `out` stays relative; `.` or `..` are resolved to learn the directory's name.
+        let named = match dir.file_name() {
+            Some(_) => dir.clone(),
+            None => std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone()),
+        };
+        if let (Some(parent), Some(name)) = (named.parent(), named.file_name()) {
+            let name = name.to_string_lossy();
+            return parent.join(format!("{name}.approval-{env}.intoto.json"));
+        }
+        return dir.join(format!("approval-{env}.intoto.json"));
+    }
+    let file = attestation
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file
+        .strip_suffix(".intoto.json")
+        .or_else(|| file.strip_suffix(".json"))
+        .unwrap_or(&file);
+    dir.join(format!("{stem}.approval-{env}.intoto.json"))
 }
 
 fn sha256_set(hex: &str) -> DigestSet {

@@ -172,6 +172,10 @@ fn verify_model_signature(
         ))
         .with_detail(detail));
     }
+    let revoked = model_revocations(args, &verified)?;
+    if !revoked.is_empty() {
+        return Err(policy::failure(&name, &revoked, summary));
+    }
     let human = format!(
         "OK {name}: model signature by keyid {}\n   {} files in {} match (root sha256 {})\n",
         verified.signed_by().join(", "),
@@ -350,6 +354,33 @@ fn verified_text(
     human
 }
 
+/// Revocations the registry (when there is one) knows upstream of the signed files: a file
+/// itself revoked, or one a recorded run produced from revoked content.
+fn model_revocations(
+    args: &VerifyArgs,
+    verified: &attest::oms::ModelManifest,
+) -> Result<Vec<attest::policy::Violation>, CliError> {
+    let Some(registry) = policy::existing_registry(args.registry.as_deref())? else {
+        return Ok(Vec::new());
+    };
+    let files: Vec<recorder::revocation::SignedFile<'_>> = verified
+        .files
+        .iter()
+        .map(|(path, digest)| recorder::revocation::SignedFile {
+            name: path.as_str(),
+            algorithm: verified.hash_type.name(),
+            digest,
+        })
+        .collect();
+    let found = recorder::revocation::revoked_ancestry_of_files(&registry, &files).or_input()?;
+    Ok(found
+        .iter()
+        .map(|a| {
+            attest::policy::Violation::new("revocation", "no revoked artifact upstream", a.line())
+        })
+        .collect())
+}
+
 /// The outcome of comparing one file with the statement.
 struct ArtifactCheck {
     path: String,
@@ -507,7 +538,7 @@ fn is_approval_of(path: &Path, attestation_sha256: &str) -> bool {
     let named_like_one = path
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("approval-") && n.ends_with(".intoto.json"));
+        .is_some_and(|n| n.contains("approval-") && n.ends_with(".intoto.json"));
     if !named_like_one || std::fs::metadata(path).map_or(true, |m| m.len() > 1 << 20) {
         return false;
     }
