@@ -6,7 +6,6 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use serde_json::Value;
 use util::{b64, read_json, unb64, write_json, Workspace, FAILED, INPUT, OK};
@@ -14,29 +13,8 @@ use util::{b64, read_json, unb64, write_json, Workspace, FAILED, INPUT, OK};
 /// The tiny-llama example (base model, four data shards, a short config) in a git repository.
 fn example() -> Workspace {
     let ws = Workspace::new();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-llama");
-    let mut files: Vec<String> = ["config.json", "model.safetensors", "tokenizer.json"]
-        .iter()
-        .map(|f| format!("base/{f}"))
-        .collect();
-    files.extend((0..4).map(|n| format!("data/shard-{n:03}.jsonl")));
-    for name in &files {
-        let bytes = std::fs::read(example.join(name)).expect("example file");
-        ws.write(&format!("tl/{name}"), bytes);
-    }
     // A short run: whatever the example's epoch count, stop after 4 steps.
-    let config = std::fs::read_to_string(example.join("train.toml")).expect("train.toml");
-    let short: Vec<String> = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("epochs") {
-                "max_steps = 4".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    ws.write("tl/train.toml", short.join("\n") + "\n");
+    util::write_tiny_llama(&ws, "tl", 4);
     ws.write(".gitignore", "keys/\nreg/\n");
     ws.git("", &["init", "-q"]);
     ws.git("", &["add", "."]);

@@ -18,30 +18,11 @@ fn commit_all(ws: &Workspace, rel: &str) {
 /// `repo/out` (run from `repo/`).
 fn trained_repo() -> Workspace {
     let ws = Workspace::new();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-llama");
-    for name in [
-        "base/config.json",
-        "base/model.safetensors",
-        "base/tokenizer.json",
-    ] {
-        ws.write(
-            &format!("repo/tl/{name}"),
-            std::fs::read(example.join(name)).expect("example"),
-        );
-    }
-    for shard in 0..4 {
-        let name = format!("data/shard-{shard:03}.jsonl");
-        ws.write(
-            &format!("repo/tl/{name}"),
-            std::fs::read(example.join(&name)).expect("shard"),
-        );
-    }
-    let config = std::fs::read_to_string(example.join("train.toml")).expect("config");
+    util::write_tiny_llama(&ws, "repo/tl", 6);
+    let config = String::from_utf8(ws.read("repo/tl/train.toml")).expect("utf-8");
     ws.write(
         "repo/tl/train.toml",
-        config
-            .replace("epochs = 6", "max_steps = 6")
-            .replace("digest_every = 5", "digest_every = 2"),
+        config.replace("digest_every = 5", "digest_every = 2"),
     );
     commit_all(&ws, "repo");
     ws.keygen("signer", "");

@@ -2,36 +2,12 @@
 
 mod util;
 
-use std::path::Path;
-
 use util::{read_json, unb64, Workspace, INPUT, OK};
 
 /// The tiny-llama example copied into the workspace, with a short training config.
 fn example() -> Workspace {
     let ws = Workspace::new();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-llama");
-    for name in [
-        "base/config.json",
-        "base/model.safetensors",
-        "base/tokenizer.json",
-    ] {
-        ws.write(
-            &format!("tl/{name}"),
-            std::fs::read(example.join(name)).expect("example file"),
-        );
-    }
-    for shard in 0..4 {
-        let name = format!("data/shard-{shard:03}.jsonl");
-        ws.write(
-            &format!("tl/{name}"),
-            std::fs::read(example.join(&name)).expect("shard"),
-        );
-    }
-    let config = std::fs::read_to_string(example.join("train.toml")).expect("train.toml");
-    ws.write(
-        "tl/train.toml",
-        config.replace("epochs = 6", "max_steps = 6"),
-    );
+    util::write_tiny_llama(&ws, "tl", 6);
     ws.keygen("signer", "");
     ws
 }

@@ -22,42 +22,44 @@ import sys
 import traceback
 
 
+def round_trip(document: dict, message, what: str):
+    """Parses `document` strictly into the protobuf `message`; returns the message, or None
+    (after saying why) when turning it back into a dict does not give `document` again."""
+    from google.protobuf import json_format
+
+    pb = json_format.Parse(json.dumps(document), message)
+    back = json_format.MessageToDict(pb)
+    if back != document:
+        print(f"failed: the {what} does not round-trip through the protobuf")
+        print("ours:", json.dumps(document, sort_keys=True))
+        print("back:", json.dumps(back, sort_keys=True))
+        return None
+    return pb
+
+
 def main() -> int:
     path = sys.argv[1]
     provenance = "--provenance" in sys.argv[2:]
-    from google.protobuf import json_format
     from in_toto_attestation.v1 import statement_pb2
     from in_toto_attestation.v1.statement import Statement
 
     with open(path, "rb") as f:
-        text = f.read().decode("utf-8")
-    original = json.loads(text)
-    pb = json_format.Parse(text, statement_pb2.Statement())
-    Statement.copy_from_pb(pb).validate()
-    back = json_format.MessageToDict(pb)
-    if back != original:
-        print("failed: the Statement does not round-trip through the protobuf")
-        print("ours:", json.dumps(original, sort_keys=True))
-        print("back:", json.dumps(back, sort_keys=True))
+        original = json.loads(f.read().decode("utf-8"))
+    pb = round_trip(original, statement_pb2.Statement(), "Statement")
+    if pb is None:
         return 1
+    Statement.copy_from_pb(pb).validate()
     if "--vsa" in sys.argv[2:]:
         return check_vsa(original["predicate"])
     if provenance:
         from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
-        predicate = json.dumps(original["predicate"])
-        ppb = json_format.Parse(predicate, provenance_pb2.Provenance())
-        pback = json_format.MessageToDict(ppb)
-        if pback != original["predicate"]:
-            print("failed: the predicate does not round-trip through the Provenance protobuf")
-            print("ours:", json.dumps(original["predicate"], sort_keys=True))
-            print("back:", json.dumps(pback, sort_keys=True))
+        if round_trip(original["predicate"], provenance_pb2.Provenance(), "Provenance predicate") is None:
             return 1
     print("valid")
     return 0
 
 
 def check_vsa(predicate: dict) -> int:
-    from google.protobuf import json_format
     from in_toto_attestation.predicates.vsa.v1 import vsa_pb2
 
     known = dict(predicate)
@@ -75,13 +77,9 @@ def check_vsa(predicate: dict) -> int:
     extra = sorted(k for k in known if k not in field_names)
     for k in extra:
         known.pop(k)
-    pb = json_format.Parse(json.dumps(known), vsa_pb2.VerificationSummary())
-    back = json_format.MessageToDict(pb)
-    if back != known:
-        print("failed: the predicate does not round-trip through the VerificationSummary protobuf")
-        print("ours:", json.dumps(known, sort_keys=True))
-        print("back:", json.dumps(back, sort_keys=True))
+    if round_trip(known, vsa_pb2.VerificationSummary(), "VerificationSummary predicate") is None:
         return 1
+    back = known
     for required in ("verifier", "timeVerified", "resourceUri", "policy", "verificationResult"):
         if required not in back:
             print(f"failed: the VSA predicate has no {required}")

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
-use attest::keyfile::load_signing_key;
 use attest::slsa::{
     BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PROVENANCE_V1,
 };
@@ -29,12 +28,7 @@ pub const BUILDER_ID: &str = "https://trainprov.dev/builder/cli";
 /// Collects the subjects, builds the Statement and writes the signed envelope.
 pub fn run(args: &AttestArgs) -> Result<Report, CliError> {
     let started = recorder::runner::now_rfc3339();
-    let keys = args
-        .keys
-        .iter()
-        .map(|k| load_signing_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let keys = crate::commands::signing_keys(&args.keys)?;
     let out = args
         .out
         .clone()

@@ -85,18 +85,37 @@ pub fn parent_dir(path: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Loads public keys (`--key PUB`, repeatable); a bad file is an input error naming it.
+pub fn public_keys(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<::attest::keys::PublicKey>, crate::exit::CliError> {
+    use crate::exit::OrInput as _;
+    paths
+        .iter()
+        .map(|k| ::attest::keyfile::load_public_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()
+}
+
+/// Loads private signing keys (`--key KEY`, repeatable); a bad file is an input error naming it.
+pub fn signing_keys(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<::attest::keys::SigningKey>, crate::exit::CliError> {
+    use crate::exit::OrInput as _;
+    paths
+        .iter()
+        .map(|k| ::attest::keyfile::load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .or_input()
+}
+
 /// Loads the trusted public keys (`--key PUB`, repeatable) and checks that `threshold` distinct
 /// signatures among them can be met (exit 2 otherwise).
 pub fn trusted_keys(
     paths: &[std::path::PathBuf],
     threshold: usize,
 ) -> Result<Vec<::attest::keys::PublicKey>, crate::exit::CliError> {
-    use crate::exit::OrInput as _;
-    let keys = paths
-        .iter()
-        .map(|k| ::attest::keyfile::load_public_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let keys = public_keys(paths)?;
     if threshold == 0 || threshold > keys.len() {
         return Err(crate::exit::CliError::input(anyhow::anyhow!(
             "--threshold {threshold} cannot be met with {} --key file(s)",

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
-use attest::keyfile::{load_public_key, load_signing_key};
 use attest::keys::SigningKey;
 use attest::slsa::PROVENANCE_V1;
 use attest::statement::{ResourceDescriptor, Statement};
@@ -65,12 +64,7 @@ impl Original {
 /// Verifies, restores, re-runs, compares and signs.
 pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
     let original = verify_original(args)?;
-    let signing = args
-        .sign_keys
-        .iter()
-        .map(|k| load_signing_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let signing = crate::commands::signing_keys(&args.sign_keys)?;
     let roots = parse_roots(&args.data_roots)?;
     let exclusions = Exclusions::new(&args.exclude).or_input()?;
     let cwd = std::env::current_dir().or_input()?;
@@ -158,12 +152,7 @@ fn uuid_like() -> String {
 
 fn verify_original(args: &RetrainArgs) -> Result<Original, CliError> {
     let name = shown(&args.attestation);
-    let keys = args
-        .keys
-        .iter()
-        .map(|k| load_public_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let keys = crate::commands::public_keys(&args.keys)?;
     let bytes = std::fs::read(&args.attestation)
         .map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
     let envelope =

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
-use attest::keyfile::load_signing_key;
 use attest::keys::SigningKey;
 use attest::oms::{ModelSignature, SIGNATURE_FILE};
 use recorder::atomic::write_atomic;
@@ -25,12 +24,7 @@ use crate::Report;
 
 /// Records and runs the command; the report's exit code is the command's.
 pub fn run(args: &RunArgs) -> Result<Report, CliError> {
-    let keys = args
-        .keys
-        .iter()
-        .map(|k| load_signing_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let keys = crate::commands::signing_keys(&args.keys)?;
     let params = parse_params(&args.params)?;
     check_inputs(args)?;
     let scan =

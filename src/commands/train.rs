@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::anyhow;
-use attest::keyfile::load_signing_key;
 use recorder::paths::registry_dir;
 use recorder::process::{ChildOutcome, Screen};
 use recorder::record::InputRole;
@@ -34,12 +33,7 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
         .config
         .clone()
         .ok_or_else(|| CliError::input(anyhow!("CONFIG.toml is required")))?;
-    let keys = args
-        .keys
-        .iter()
-        .map(|k| load_signing_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let keys = crate::commands::signing_keys(&args.keys)?;
     let mut config = TrainConfig::from_file(&config_path).or_input()?;
     let config_dir = config_path
         .parent()

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
-use attest::keyfile::load_public_key;
 use attest::keys::PublicKey;
 use attest::oms::{ModelSignature, GIT_PATHS};
 use attest::statement::{DigestMismatch, ResourceDescriptor, Statement};
@@ -29,12 +28,7 @@ const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
 /// Verifies `args.file` and reports what was checked.
 pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
     let policy = args.policy.as_deref().map(LoadedPolicy::load).transpose()?;
-    let mut keys = args
-        .keys
-        .iter()
-        .map(|k| load_public_key(k))
-        .collect::<Result<Vec<_>, _>>()
-        .or_input()?;
+    let mut keys = crate::commands::public_keys(&args.keys)?;
     let mut threshold = args.threshold;
     if let Some(loaded) = &policy {
         keys.extend(loaded.signer_keys.iter().cloned());

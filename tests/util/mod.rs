@@ -214,3 +214,35 @@ pub fn write_json(path: &Path, value: &serde_json::Value) {
 
 /// Both key types, so every test body runs for each.
 pub const KEY_TYPES: [(&str, &str); 2] = [("ecdsa-p256", ""), ("ed25519", "--ed25519")];
+
+/// The embedded tiny-llama example (`examples/tiny-llama`).
+pub fn tiny_llama() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tiny-llama")
+}
+
+/// Copies the tiny-llama base model (`DIR/base`), its four data shards (`DIR/data`) and its
+/// `train.toml` with the `epochs` line replaced by `max_steps = MAX_STEPS` into the workspace.
+pub fn write_tiny_llama(ws: &Workspace, dir: &str, max_steps: usize) {
+    let example = tiny_llama();
+    let mut files: Vec<String> = ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .map(|f| format!("base/{f}"))
+        .collect();
+    files.extend((0..4).map(|n| format!("data/shard-{n:03}.jsonl")));
+    for name in &files {
+        let bytes = std::fs::read(example.join(name)).expect("example file");
+        ws.write(&format!("{dir}/{name}"), bytes);
+    }
+    let config = std::fs::read_to_string(example.join("train.toml")).expect("train.toml");
+    let short: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("epochs") {
+                format!("max_steps = {max_steps}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    ws.write(&format!("{dir}/train.toml"), short.join("\n") + "\n");
+}
