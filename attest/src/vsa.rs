@@ -316,6 +316,16 @@ mod tests {
         )
     }
 
+    /// Checking for `prod`, of the attestation with this SHA-256 and these subjects.
+    fn prod_context<'a>(sha: &'a str, subjects: &'a [ResourceDescriptor]) -> ApprovalContext<'a> {
+        ApprovalContext {
+            environment: "prod",
+            attestation_sha256: sha,
+            subjects,
+            policy_sha256: None,
+        }
+    }
+
     fn subjects() -> Vec<ResourceDescriptor> {
         vec![ResourceDescriptor::named(
             "adapter.safetensors",
@@ -329,12 +339,7 @@ mod tests {
         let stranger = SigningKey::generate(KeyAlgorithm::Ed25519);
         let subjects = subjects();
         let sha = digest_set_of(b"att")["sha256"].clone();
-        let context = ApprovalContext {
-            environment: "prod",
-            attestation_sha256: &sha,
-            subjects: &subjects,
-            policy_sha256: None,
-        };
+        let context = prod_context(&sha, &subjects);
         let keys = [approver.public_key()];
         let good =
             check_approval(&approval(&approver, "prod", "att"), &keys, &context).expect("counts");
@@ -370,12 +375,7 @@ mod tests {
         let approver = SigningKey::generate(KeyAlgorithm::EcdsaP256);
         let subjects = subjects();
         let sha = digest_set_of(b"att")["sha256"].clone();
-        let context = ApprovalContext {
-            environment: "prod",
-            attestation_sha256: &sha,
-            subjects: &subjects,
-            policy_sha256: None,
-        };
+        let context = prod_context(&sha, &subjects);
         let keys = [approver.public_key()];
         let failed = approval_with(&approver, "prod", "att", |s| {
             s.verification_result = "FAILED".into()

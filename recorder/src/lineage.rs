@@ -877,11 +877,7 @@ impl<'c> Db<'c> {
                 [id],
                 |r| {
                     let argv: String = r.get(3)?;
-                    let mut status: String = r.get(2)?;
-                    let pid: Option<i64> = r.get(13)?;
-                    if status == "running" && pid.is_some_and(|p| !crate::registry::process_alive(p)) {
-                        status = "abandoned".into();
-                    }
+                    let status = crate::registry::shown_status(r.get(2)?, r.get(13)?);
                     Ok(RunInfo {
                         id: r.get(0)?,
                         kind: r.get(1)?,

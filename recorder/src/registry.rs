@@ -765,11 +765,7 @@ const SUMMARY_COLUMNS: &str =
 
 fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     let argv: String = row.get(3)?;
-    let mut status: String = row.get(2)?;
-    let pid: Option<i64> = row.get(9)?;
-    if status == "running" && pid.is_some_and(|p| !process_alive(p)) {
-        status = "abandoned".to_string();
-    }
+    let status = shown_status(row.get(2)?, row.get(9)?);
     Ok(RunSummary {
         id: row.get(0)?,
         kind: row.get(1)?,
@@ -781,6 +777,16 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
         out_dir: row.get(7)?,
         attestation_path: row.get(8)?,
     })
+}
+
+/// A run's status as shown: `abandoned` for one still `running` whose wrapper process (`pid`)
+/// is gone, else as recorded.
+pub fn shown_status(status: String, pid: Option<i64>) -> String {
+    if status == "running" && pid.is_some_and(|p| !process_alive(p)) {
+        "abandoned".to_string()
+    } else {
+        status
+    }
 }
 
 /// Whether a process with this id still exists (used to tell `running` from `abandoned`).
