@@ -4,8 +4,6 @@
 
 mod util;
 
-use std::path::Path;
-
 use util::{read_json, unb64, Workspace, FAILED, INPUT, OK};
 
 fn commit_all(ws: &Workspace, rel: &str) {
@@ -214,18 +212,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// The wrap-python example in `repo/`, with an uncommitted change, run once.
 fn wrapped_repo() -> Workspace {
     let ws = Workspace::new();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wrap-python");
-    for name in [
-        "train.py",
-        "train.toml",
-        "data/part-000.csv",
-        "data/part-001.csv",
-    ] {
-        ws.write(
-            &format!("repo/{name}"),
-            std::fs::read(example.join(name)).expect("example"),
-        );
-    }
+    util::write_wrap_python(&ws, "repo");
     commit_all(&ws, "repo");
     let mut script = ws.read("repo/train.py");
     script.extend_from_slice(b"\n# an uncommitted change the replay must re-apply\n");

@@ -14,18 +14,7 @@ use util::{read_json, unb64, Workspace, FAILED, OK};
 /// registry at `repo/.trainprov`.
 fn example_repo() -> Workspace {
     let ws = Workspace::new();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wrap-python");
-    for name in [
-        "train.py",
-        "train.toml",
-        "data/part-000.csv",
-        "data/part-001.csv",
-    ] {
-        ws.write(
-            &format!("repo/{name}"),
-            std::fs::read(example.join(name)).expect("example file"),
-        );
-    }
+    util::write_wrap_python(&ws, "repo");
     ws.git("repo", &["init", "-q"]);
     ws.git("repo", &["add", "."]);
     ws.git("repo", &["commit", "-qm", "example"]);

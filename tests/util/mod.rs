@@ -246,3 +246,17 @@ pub fn write_tiny_llama(ws: &Workspace, dir: &str, max_steps: usize) {
         .collect();
     ws.write(&format!("{dir}/train.toml"), short.join("\n") + "\n");
 }
+
+/// Copies the wrap-python example (`train.py`, `train.toml`, two CSV shards) into `DIR`.
+pub fn write_wrap_python(ws: &Workspace, dir: &str) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wrap-python");
+    for name in [
+        "train.py",
+        "train.toml",
+        "data/part-000.csv",
+        "data/part-001.csv",
+    ] {
+        let bytes = std::fs::read(example.join(name)).expect("example file");
+        ws.write(&format!("{dir}/{name}"), bytes);
+    }
+}
