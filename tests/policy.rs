@@ -305,9 +305,7 @@ fn approvals_count_only_from_the_environment_s_approvers() {
     verify(&ws, "out1/model.sig", &["--key", "../keys/signer.pub"])
         .expect_code(OK, "model.sig still verifies after the approval");
     let envelope = util::read_json(&ws.path("repo").join(&path));
-    let statement: Value =
-        serde_json::from_slice(&util::unb64(envelope["payload"].as_str().expect("payload")))
-            .expect("statement");
+    let statement = util::statement_of(&ws.path("repo").join(&path));
     assert_eq!(
         statement["predicateType"],
         "https://slsa.dev/verification_summary/v1"
@@ -322,11 +320,7 @@ fn approvals_count_only_from_the_environment_s_approvers() {
         predicate["verifier"]["id"],
         format!("https://trainprov.dev/approver/{keyid}")
     );
-    let provenance = util::read_json(&ws.path("repo/out1/provenance.intoto.json"));
-    let provenance: Value = serde_json::from_slice(&util::unb64(
-        provenance["payload"].as_str().expect("payload"),
-    ))
-    .expect("statement");
+    let provenance = util::statement_of(&ws.path("repo/out1/provenance.intoto.json"));
     assert_eq!(statement["subject"], provenance["subject"]);
     // Independent tools: securesystemslib verifies the approval's DSSE signature with the
     // approver key, and in-toto-attestation validates the Statement and its VSA predicate.
@@ -542,11 +536,7 @@ fn revoked_shard_fails_a_second_generation_model_with_the_path() {
     )
     .expect_code(OK, "list");
     assert_eq!(list.json()["revocations"][0]["reason"], "poisoned");
-    let provenance = util::read_json(&ws.path("repo/out2/provenance.intoto.json"));
-    let statement: Value = serde_json::from_slice(&util::unb64(
-        provenance["payload"].as_str().expect("payload"),
-    ))
-    .expect("statement");
+    let statement = util::statement_of(&ws.path("repo/out2/provenance.intoto.json"));
     let sha = statement["subject"][0]["digest"]["sha256"]
         .as_str()
         .expect("sha256");

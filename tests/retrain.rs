@@ -4,7 +4,7 @@
 
 mod util;
 
-use util::{read_json, unb64, Workspace, FAILED, INPUT, OK};
+use util::{Workspace, FAILED, INPUT, OK};
 
 fn commit_all(ws: &Workspace, rel: &str) {
     ws.git(rel, &["init", "-q"]);
@@ -118,10 +118,7 @@ fn trainer_exclude_produces_a_linked_record() {
     let json = run.json();
     assert_eq!(json["relation"], "retrained-without");
     assert_eq!(json["excluded"][0], "tl/data:shard-002.jsonl");
-    let envelope = read_json(&ws.path("clean/provenance.intoto.json"));
-    let statement: serde_json::Value =
-        serde_json::from_slice(&unb64(envelope["payload"].as_str().expect("payload")))
-            .expect("json");
+    let statement = util::statement_of(&ws.path("clean/provenance.intoto.json"));
     let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
         .as_array()
         .expect("deps")
@@ -142,10 +139,7 @@ fn trainer_exclude_produces_a_linked_record() {
         "the excluded shard is not an input"
     );
     // The rebuilt record keeps the original's input and config names, not the staged copies'.
-    let original = read_json(&ws.path("repo/out/provenance.intoto.json"));
-    let original: serde_json::Value =
-        serde_json::from_slice(&unb64(original["payload"].as_str().expect("payload")))
-            .expect("json");
+    let original = util::statement_of(&ws.path("repo/out/provenance.intoto.json"));
     let names = |deps: &[serde_json::Value]| -> Vec<String> {
         deps.iter()
             .filter_map(|d| d["name"].as_str())

@@ -7,8 +7,7 @@ mod util;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use util::{read_json, unb64, Workspace, FAILED, OK};
+use util::{read_json, statement_of, Workspace, FAILED, OK};
 
 /// A git repository at `repo/` holding the wrap-python example (committed), a key pair, and a
 /// registry at `repo/.trainprov`.
@@ -44,12 +43,6 @@ fn run_in_repo_env(
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
-}
-
-fn statement_of(path: &Path) -> Value {
-    let envelope = read_json(path);
-    serde_json::from_slice(&unb64(envelope["payload"].as_str().expect("payload")))
-        .expect("statement")
 }
 
 fn train_command() -> Vec<&'static str> {

@@ -18,10 +18,7 @@ fn example_file(rel: &str) -> Vec<u8> {
 /// `predicate.buildDefinition.internalParameters` of a signed statement (signature not checked
 /// here; `verify` is tested elsewhere).
 fn internal_parameters(ws: &Workspace, rel: &str) -> serde_json::Value {
-    let envelope = util::read_json(&ws.path(rel));
-    let payload = util::unb64(envelope["payload"].as_str().expect("payload"));
-    let statement: serde_json::Value = serde_json::from_slice(&payload).expect("statement");
-    statement["predicate"]["buildDefinition"]["internalParameters"].clone()
+    util::statement_of(&ws.path(rel))["predicate"]["buildDefinition"]["internalParameters"].clone()
 }
 
 /// A wrapped run records the data check of each `--data` input, findings do not stop the run,

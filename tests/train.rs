@@ -2,7 +2,7 @@
 
 mod util;
 
-use util::{read_json, unb64, Workspace, INPUT, OK};
+use util::{read_json, Workspace, INPUT, OK};
 
 /// The tiny-llama example copied into the workspace, with a short training config.
 fn example() -> Workspace {
@@ -59,10 +59,7 @@ fn train_records_signs_and_verifies() {
     ws.run(&["verify", "out/model.sig", "--key", "keys/signer.pub"])
         .expect_code(OK, "verify model.sig");
 
-    let envelope = read_json(&ws.path("out/provenance.intoto.json"));
-    let statement: serde_json::Value =
-        serde_json::from_slice(&unb64(envelope["payload"].as_str().expect("payload")))
-            .expect("json");
+    let statement = util::statement_of(&ws.path("out/provenance.intoto.json"));
     let predicate = &statement["predicate"];
     assert_eq!(
         predicate["buildDefinition"]["buildType"],

@@ -260,3 +260,11 @@ pub fn write_wrap_python(ws: &Workspace, dir: &str) {
         ws.write(&format!("{dir}/{name}"), bytes);
     }
 }
+
+/// The in-toto Statement inside a DSSE envelope file, decoded without checking the signature
+/// (the tests that need it verified run `trainprov verify`).
+pub fn statement_of(path: &Path) -> serde_json::Value {
+    let envelope = read_json(path);
+    serde_json::from_slice(&unb64(envelope["payload"].as_str().expect("payload")))
+        .expect("statement")
+}
