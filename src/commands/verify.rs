@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use attest::keys::PublicKey;
-use attest::oms::{ModelSignature, GIT_PATHS};
+use attest::oms::{ModelPath, ModelSignature, GIT_PATHS};
 use attest::statement::{DigestMismatch, ResourceDescriptor, Statement};
 use attest::Verified;
 use recorder::file_digest::digest_file;
-use recorder::model_tree::{hash_model_dir, TreeOptions};
+use recorder::model_tree::{hash_model_dir, walk, TreeOptions};
 use serde_json::{json, Value};
 
 use crate::cli::VerifyArgs;
@@ -486,10 +486,13 @@ fn check_directory(
         ignore_git: true,
         ..TreeOptions::default()
     };
-    let on_disk = hash_model_dir(dir, &options)?;
-    let attestation_sha256 = digest_file(attestation)
-        .map_err(|e| anyhow!("{}: cannot read: {e}", shown(attestation)))?
-        .sha256;
+    // Only the names: each subject's file is hashed once, below.
+    let mut on_disk: Vec<ModelPath> = walk(dir, &options)?
+        .entries
+        .into_iter()
+        .map(|e| e.relative)
+        .collect();
+    on_disk.sort();
     let mut checks = Vec::new();
     for subject in subjects {
         let Some(name) = subject.name.clone() else {
@@ -510,10 +513,18 @@ fn check_directory(
         });
     }
     let named: Vec<&str> = subjects.iter().filter_map(|s| s.name.as_deref()).collect();
-    for extra in on_disk
-        .files
-        .keys()
+    let extras: Vec<&ModelPath> = on_disk
+        .iter()
         .filter(|p| !named.contains(&p.as_str()) && !GIT_PATHS.contains(&p.as_str()))
+        .collect();
+    if extras.is_empty() {
+        return Ok(checks);
+    }
+    let attestation_sha256 = digest_file(attestation)
+        .map_err(|e| anyhow!("{}: cannot read: {e}", shown(attestation)))?
+        .sha256;
+    for extra in extras
+        .into_iter()
         .filter(|p| !is_approval_of(&dir.join(p.as_str()), &attestation_sha256))
     {
         checks.push(ArtifactCheck {
