@@ -196,7 +196,7 @@ fn verify_attestation(
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
     let statement = Statement::<Value>::from_verified(payload, None)
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let checked = check_files(args, &statement)?;
+    let checked = check_files(args, &statement, &gate.sha256)?;
     let failures: Vec<&ArtifactCheck> = checked.iter().filter(|c| c.problem.is_some()).collect();
     let (mut violations, tally) = gate_violations(args, gate, &statement)?;
     let mut summary = json!({
@@ -250,6 +250,7 @@ fn verify_attestation(
 fn check_files(
     args: &VerifyArgs,
     statement: &Verified<Statement<Value>>,
+    attestation_sha256: &str,
 ) -> Result<Vec<ArtifactCheck>, CliError> {
     let base = crate::commands::parent_dir(&args.file);
     let mut checked = Vec::new();
@@ -257,7 +258,9 @@ fn check_files(
         checked.push(check_artifact(&statement.subject, &base, artifact)?);
     }
     if let Some(dir) = &args.model_dir {
-        checked.extend(check_directory(&statement.subject, dir, &args.file).or_failed()?);
+        checked.extend(
+            check_directory(&statement.subject, dir, &args.file, attestation_sha256).or_failed()?,
+        );
     }
     if args.inputs {
         checked.extend(check_inputs(
@@ -478,6 +481,7 @@ fn check_directory(
     subjects: &[ResourceDescriptor],
     dir: &Path,
     attestation: &Path,
+    attestation_sha256: &str,
 ) -> anyhow::Result<Vec<ArtifactCheck>> {
     let mut ignore: Vec<String> = vec![attest::oms::SIGNATURE_FILE.to_string()];
     ignore.extend(relative_to_root(dir, attestation));
@@ -517,15 +521,9 @@ fn check_directory(
         .iter()
         .filter(|p| !named.contains(&p.as_str()) && !GIT_PATHS.contains(&p.as_str()))
         .collect();
-    if extras.is_empty() {
-        return Ok(checks);
-    }
-    let attestation_sha256 = digest_file(attestation)
-        .map_err(|e| anyhow!("{}: cannot read: {e}", shown(attestation)))?
-        .sha256;
     for extra in extras
         .into_iter()
-        .filter(|p| !is_approval_of(&dir.join(p.as_str()), &attestation_sha256))
+        .filter(|p| !is_approval_of(&dir.join(p.as_str()), attestation_sha256))
     {
         checks.push(ArtifactCheck {
             path: shown(&dir.join(extra.as_str())),
