@@ -88,9 +88,11 @@ pub enum Command {
     Attest(AttestArgs),
     /// Snapshot a data directory: a sorted BLAKE3 manifest of every file, and its digest.
     ///
-    /// Unchanged files are recognised from `stat` alone through a hash cache kept in the
-    /// registry directory; --rehash ignores it. A file that changes while it is hashed is
-    /// reported, never recorded.
+    /// Symlinks are recorded by the content they resolve to (links to directories are followed);
+    /// a dangling link, a cycle or a special file is refused. Unchanged files are recognised
+    /// from `stat` alone through the per-user hash cache ($TRAINPROV_HASH_CACHE, else
+    /// $XDG_CACHE_HOME/trainprov/ or ~/.cache/trainprov/); --rehash ignores it. A file that
+    /// changes while it is hashed is reported, never recorded.
     #[command(after_help = "Examples:\n  trainprov snapshot data/\n  \
         trainprov snapshot data/ --rehash --json\n  trainprov snapshot data/ --manifest data.manifest")]
     Snapshot(SnapshotArgs),
@@ -298,9 +300,15 @@ pub struct VerifyArgs {
     #[arg(long = "ignore", value_name = "PATH")]
     pub ignore: Vec<PathBuf>,
     /// Also re-snapshot every recorded input (--data/--base/--adapter of the run) at its
-    /// recorded path and name the files added, removed or changed since the run.
+    /// recorded path, hashing every file (symlinks by the content they resolve to), and name
+    /// the files added, removed or changed since the run.
     #[arg(long)]
     pub inputs: bool,
+    /// With --inputs: take digests of unchanged files (same device, inode, size, mtime, ctime)
+    /// from the per-user hash cache instead of hashing them. Faster, but whoever can write the
+    /// cache file can then make a changed file pass; the output says which was used.
+    #[arg(long, requires = "inputs")]
+    pub trust_cache: bool,
     /// Registry holding the run's stored manifests (for --inputs and the policy), revocations
     /// and approvals [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root].
     #[arg(long, value_name = "DIR")]
@@ -366,9 +374,8 @@ pub struct SnapshotArgs {
     /// Ignore the hash cache and hash every file again.
     #[arg(long)]
     pub rehash: bool,
-    /// Registry directory holding the hash cache [default: $TRAINPROV_REGISTRY, else .trainprov/
-    /// at the git root, else ./.trainprov].
-    #[arg(long, value_name = "DIR")]
+    /// Accepted for compatibility and ignored: the hash cache is per user, not in a registry.
+    #[arg(long, value_name = "DIR", hide = true)]
     pub registry: Option<PathBuf>,
     /// Also write the canonical manifest (the bytes the digest is computed over) to FILE.
     #[arg(long, value_name = "FILE")]

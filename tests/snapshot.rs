@@ -47,7 +47,7 @@ fn json_output_and_manifest_file_agree() {
     let manifest = ws.read("out/data.manifest");
     let text = String::from_utf8(manifest.clone()).expect("utf8");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "trainprov-snapshot v1");
+    assert_eq!(lines[0], "trainprov-snapshot v2");
     let paths: Vec<&str> = lines[1..]
         .iter()
         .map(|l| l.rsplit('\t').next().expect("path"))
@@ -62,7 +62,48 @@ fn json_output_and_manifest_file_agree() {
         "digest is BLAKE3 of the manifest bytes"
     );
     assert_eq!(json["digest"]["sha256"], hex_sha256(&manifest));
-    assert!(ws.path("reg/hash-cache.sqlite").is_file(), "cache created");
+    assert!(ws.hash_cache().is_file(), "cache created");
+    assert_eq!(json["cache"], ws.hash_cache().display().to_string());
+    assert!(
+        !ws.path("reg/hash-cache.sqlite").exists(),
+        "never in the registry"
+    );
+}
+
+/// The hash cache is per user (DESIGN: "never inside a shared registry"): without
+/// `TRAINPROV_HASH_CACHE` it is `$XDG_CACHE_HOME/trainprov/hash-cache.sqlite`, else
+/// `~/.cache/trainprov/`, created private.
+#[cfg(unix)]
+#[test]
+fn issue11_hash_cache_is_per_user_and_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ws = Workspace::new();
+    data(&ws);
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    for (var, base, expected) in [
+        ("XDG_CACHE_HOME", "xdg", "xdg/trainprov/hash-cache.sqlite"),
+        ("HOME", "home", "home/.cache/trainprov/hash-cache.sqlite"),
+    ] {
+        // Empty counts as unset.
+        let base = ws.path(base).display().to_string();
+        let run = ws
+            .run_env(
+                &["snapshot", "data", "--registry", "reg", "--json"],
+                &[
+                    ("TRAINPROV_HASH_CACHE", ""),
+                    ("XDG_CACHE_HOME", ""),
+                    (var, base.as_str()),
+                ],
+            )
+            .expect_code(OK, var);
+        let cache = ws.path(expected);
+        assert_eq!(run.json()["cache"], cache.display().to_string(), "{var}");
+        assert!(cache.is_file(), "{var}: {}", cache.display());
+        assert_eq!(mode(cache.parent().expect("dir")), 0o700, "{var}");
+        assert_eq!(mode(&cache), 0o600, "{var}");
+        assert!(!ws.path("reg/hash-cache.sqlite").exists(), "{var}");
+    }
 }
 
 /// BLAKE3 of `bytes` as trainprov hashes files: via a one-file snapshot's manifest line. (The
@@ -144,7 +185,10 @@ fn corrupt_cache_warns_and_still_snapshots() {
     let clean = snap(&ws, &["data"], "clean");
     ws.write("reg2/hash-cache.sqlite", vec![0x42u8; 10_000]);
     let run = ws
-        .run(&["snapshot", "data", "--registry", "reg2", "--json"])
+        .run_env(
+            &["snapshot", "data", "--json"],
+            &[("TRAINPROV_HASH_CACHE", "reg2/hash-cache.sqlite")],
+        )
         .expect_code(OK, "corrupt cache");
     assert_eq!(run.json()["digest"], clean["digest"]);
     assert_eq!(
@@ -242,19 +286,40 @@ fn input_errors_exit_2_and_name_the_path() {
     }
 }
 
+/// A symlink is recorded with the size and digest of the content it resolves to (here outside
+/// the root, as on a shared mount), its link text beside them; a dangling one is an error
+/// naming it.
 #[cfg(unix)]
 #[test]
-fn symlinks_are_recorded_as_links() {
+fn issue11_symlinks_are_recorded_by_content() {
     let ws = Workspace::new();
     data(&ws);
-    ws.write("elsewhere/secret", b"not part of the data");
+    ws.write("elsewhere/secret", b"part of the data");
     std::os::unix::fs::symlink("../elsewhere/secret", ws.path("data/link")).expect("symlink");
-    snap(&ws, &["data", "--manifest", "m"], "with link");
+    let json = snap(&ws, &["data", "--manifest", "m"], "with link");
+    assert_eq!(json["bytes"], 103_026 + 16, "the target's bytes count");
     let text = String::from_utf8(ws.read("m")).expect("utf8");
     let line = text
         .lines()
         .find(|l| l.starts_with("l\t"))
         .expect("a link line");
-    assert!(line.ends_with("\tlink\t../elsewhere/secret"), "{line}");
+    assert_eq!(
+        line,
+        format!(
+            "l\t16\t{}\tlink\t../elsewhere/secret",
+            blake3_hex(b"part of the data")
+        )
+    );
     assert_eq!(text.lines().count(), 6, "header, 4 files, 1 link: {text}");
+    ws.write("elsewhere/secret", b"poisoned the data");
+    let after = snap(&ws, &["data"], "target changed");
+    assert_ne!(after["digest"], json["digest"], "a changed target is seen");
+
+    std::os::unix::fs::symlink("../nowhere", ws.path("data/dangling")).expect("symlink");
+    let run = ws.run(&["snapshot", "data"]).expect_code(INPUT, "dangling");
+    assert!(
+        run.stderr.contains("data/dangling: dangling symlink"),
+        "{}",
+        run.stderr
+    );
 }

@@ -46,11 +46,55 @@
 //!
 //! A cache is only an accelerator: [`crate::snapshot`] turns every error from this module into
 //! one warning on stderr and hashes the files instead.
+//!
+//! # Where it lives, and who trusts it
+//!
+//! Whoever can write the cache file can make a snapshot record any digest for a file whose
+//! stamp they know, so the cache is **kept per user**, never inside a registry that others
+//! share: [`default_path`] is `$TRAINPROV_HASH_CACHE` when set, else
+//! `$XDG_CACHE_HOME/trainprov/hash-cache.sqlite`, else `~/.cache/trainprov/hash-cache.sqlite`
+//! (directories created `0700`, the file `0600`). It speeds up recording (`run`, `train`,
+//! `snapshot`, `registry affected DIR`); verification (`verify --inputs`) hashes every file
+//! again unless asked to trust the cache (`--trust-cache`), and then says so.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
+
+/// Environment variable naming the hash cache file (overrides [`default_path`]'s search).
+pub const HASH_CACHE_ENV: &str = "TRAINPROV_HASH_CACHE";
+
+/// File name of the hash cache inside the per-user cache directory.
+pub const HASH_CACHE_FILE: &str = "hash-cache.sqlite";
+
+/// The per-user hash cache (see the module docs): `$TRAINPROV_HASH_CACHE`, else
+/// `$XDG_CACHE_HOME/trainprov/hash-cache.sqlite` (an absolute `XDG_CACHE_HOME` only, as the
+/// XDG spec says), else `$HOME/.cache/trainprov/hash-cache.sqlite`; `None` when none of these
+/// is set (then snapshots hash every file).
+pub fn default_path() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(path) = var(HASH_CACHE_ENV) {
+        return Some(PathBuf::from(path));
+    }
+    let base = var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("trainprov").join(HASH_CACHE_FILE))
+}
+
+/// Creates `dir` and its missing parents, private to the user (`0700`) on Unix.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
 
 /// The schema version kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -115,13 +159,24 @@ pub struct HashCache {
 }
 
 impl HashCache {
-    /// Opens (creating it, its parent directories and its table if needed) the cache at `path`.
+    /// Opens (creating it, its parent directories `0700` and its table if needed) the cache at
+    /// `path`; a file it creates is `0600`.
     pub fn open(path: &Path) -> Result<HashCache, CacheError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs_err::create_dir_all(parent).map_err(|source| CacheError::CreateDir {
+            create_private_dir(parent).map_err(|source| CacheError::CreateDir {
                 path: parent.to_path_buf(),
                 source,
             })?;
+        }
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Created empty and private first; SQLite then makes it a database.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
         }
         let sqlite = |source| CacheError::Sqlite {
             path: path.to_path_buf(),

@@ -176,7 +176,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::file_digest::digest_file;
-use crate::paths::hash_cache_path;
 use crate::record::ATTESTATION_FILE;
 use crate::registry::{Registry, RegistryError, RunRelation};
 use crate::snapshot::{snapshot, EntryKind, SnapshotOptions};
@@ -314,7 +313,7 @@ pub fn resolve_target(arg: &str, registry: &Registry) -> Result<Target, LineageE
         if meta.is_dir() {
             let options = SnapshotOptions {
                 rehash: false,
-                cache: Some(hash_cache_path(registry.dir())),
+                cache: crate::hash_cache::default_path(),
                 progress: false,
             };
             let snap = snapshot(path, &options)?;

@@ -1,12 +1,23 @@
 //! Walking and hashing a model directory into an OMS [`ModelManifest`].
 //!
 //! Rules (those of `model_signing` 1.x, except where noted):
+//! - the root may itself be a symlink to a directory;
 //! - every regular file under the root is listed by its `/`-separated relative path;
 //! - ignored paths (and, by default, `.git`, `.gitattributes`, `.github`, `.gitignore`) are
 //!   skipped together with everything beneath them;
-//! - a symlink whose target stays inside the root is hashed as the file it points to, and the
-//!   manifest then says `allow_symlinks: true`; a symlink that leaves the root, a dangling one,
-//!   or one to a directory is refused (`model_signing` refuses every symlink by default);
+//! - a symlink is signed by the **content** it resolves to, and the manifest then says
+//!   `allow_symlinks: true` (`model_signing` refuses every symlink unless given
+//!   `--allow_symlinks`):
+//!   - a link resolving to a regular file inside the root is hashed as that file;
+//!   - so is one resolving into the `blobs/` directory of a Hugging Face hub cache repository
+//!     when the root lies under that repository's `snapshots/` (the hub-cache layout:
+//!     `models--org--name/snapshots/<rev>/model.safetensors -> ../../blobs/<sha256>`);
+//!   - a link resolving to a directory inside the root is followed: the files beneath it are
+//!     listed under the link's path (`latest -> ckpt-1` lists `latest/…` beside `ckpt-1/…`).
+//!     A link to the directory holding it, or to one above it (a cycle), adds no file that is
+//!     not already listed and is skipped;
+//!   - any other link is refused: one leaving the root (copy the file in instead), a dangling
+//!     one ([`TreeError::DanglingSymlink`]), one to a FIFO, socket or device;
 //! - sockets, FIFOs and devices are refused;
 //! - names that are not UTF-8 are refused, since the manifest is JSON.
 //!
@@ -66,11 +77,13 @@ pub enum TreeError {
         /// Where it resolves.
         target: PathBuf,
     },
-    /// A symlink to a directory.
-    #[error("{}: symlink to a directory is not supported; copy the files in instead", path.display())]
-    SymlinkToDirectory {
+    /// A symlink whose target does not exist.
+    #[error("{}: dangling symlink (its target {} does not exist); fix or remove the link", path.display(), target.display())]
+    DanglingSymlink {
         /// The link.
         path: PathBuf,
+        /// Its link text.
+        target: PathBuf,
     },
     /// Socket, FIFO or device.
     #[error("{}: special file (socket, FIFO or device) cannot be part of a model", path.display())]
@@ -118,7 +131,7 @@ pub struct Entry {
 pub struct Walk {
     /// Every file to hash.
     pub entries: Vec<Entry>,
-    /// Whether any entry is a symlink (inside the root).
+    /// Whether any entry was reached through a symlink.
     pub has_symlinks: bool,
     /// The normalised, sorted ignore list that was applied.
     pub ignore_paths: Vec<String>,
@@ -191,91 +204,145 @@ pub fn hash_model_dir(root: &Path, options: &TreeOptions) -> Result<ModelManifes
     })
 }
 
+/// What every directory of one walk shares.
+struct Walker<'a> {
+    /// The root, all symlinks resolved.
+    canonical_root: &'a Path,
+    /// The root as given, for messages.
+    shown_root: &'a Path,
+    ignore: &'a [String],
+    /// With the hub-cache layout, the repository's `blobs/` (resolved): links may point there.
+    hub_blobs: Option<PathBuf>,
+    entries: Vec<Entry>,
+    has_symlinks: bool,
+}
+
 fn collect_entries(
     canonical_root: &Path,
     shown_root: &Path,
     ignore: &[String],
 ) -> Result<(Vec<Entry>, bool), TreeError> {
-    let mut entries = Vec::new();
-    let mut has_symlinks = false;
-    let walker = walkdir::WalkDir::new(canonical_root)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter();
-    let relative_of = |path: &Path| -> Option<String> {
-        path.strip_prefix(canonical_root)
-            .ok()
-            .and_then(|r| r.to_str())
-            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+    let mut walker = Walker {
+        canonical_root,
+        shown_root,
+        ignore,
+        hub_blobs: hub_cache_blobs(canonical_root),
+        entries: Vec::new(),
+        has_symlinks: false,
     };
-    let walker =
-        walker.filter_entry(|e| relative_of(e.path()).is_none_or(|r| !is_ignored(&r, ignore)));
-    for item in walker {
-        let item = item.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| shown_root.to_path_buf());
-            TreeError::Io {
-                path,
-                source: e.into(),
-            }
-        })?;
-        let shown = shown_root.join(
-            item.path()
-                .strip_prefix(canonical_root)
-                .unwrap_or(item.path()),
-        );
-        let relative = relative_of(item.path()).ok_or_else(|| TreeError::NonUtf8 {
-            path: shown.clone(),
-        })?;
-        let file_type = item.file_type();
-        if file_type.is_dir() {
-            continue;
-        }
-        if file_type.is_symlink() {
-            check_symlink(item.path(), canonical_root, &shown)?;
-            has_symlinks = true;
-        } else if !file_type.is_file() {
-            return Err(TreeError::SpecialFile { path: shown });
-        }
-        let relative = ModelPath::new(relative).map_err(|_| TreeError::NonUtf8 {
-            path: shown.clone(),
-        })?;
-        entries.push(Entry {
-            path: item.path().to_path_buf(),
-            relative,
-        });
-    }
-    Ok((entries, has_symlinks))
+    let mut ancestors = vec![canonical_root.to_path_buf()];
+    walker.dir(canonical_root, "", &mut ancestors)?;
+    Ok((walker.entries, walker.has_symlinks))
 }
 
-fn check_symlink(link: &Path, canonical_root: &Path, shown: &Path) -> Result<(), TreeError> {
-    let target = link.canonicalize().map_err(|_| TreeError::SymlinkOutside {
-        path: shown.to_path_buf(),
-        target: std::fs::read_link(link).unwrap_or_default(),
-    })?;
-    if !target.starts_with(canonical_root) {
-        return Err(TreeError::SymlinkOutside {
-            path: shown.to_path_buf(),
-            target,
-        });
+/// The `blobs/` directory of the Hugging Face hub cache repository whose `snapshots/` holds
+/// `root` (at any depth below it), if `root` lies in one.
+fn hub_cache_blobs(root: &Path) -> Option<PathBuf> {
+    root.ancestors()
+        .skip(1)
+        .find(|a| a.file_name().is_some_and(|n| n == "snapshots"))
+        .and_then(Path::parent)
+        .map(|repo| repo.join("blobs"))
+        .filter(|blobs| blobs.is_dir())
+}
+
+impl Walker<'_> {
+    /// Lists `dir` (read through this path; `rel` below the root, `""` for the root) and its
+    /// subdirectories. `ancestors` are the resolved directories from the root down to `dir`.
+    fn dir(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        ancestors: &mut Vec<PathBuf>,
+    ) -> Result<(), TreeError> {
+        let mut items: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+            .map_err(io_error(dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io_error(dir))?;
+        items.sort_by_key(std::fs::DirEntry::file_name);
+        for item in items {
+            let path = item.path();
+            let shown = self.shown_root.join(if rel.is_empty() {
+                PathBuf::from(item.file_name())
+            } else {
+                Path::new(rel).join(item.file_name())
+            });
+            let Some(name) = item.file_name().to_str().map(str::to_string) else {
+                return Err(TreeError::NonUtf8 { path: shown });
+            };
+            let relative = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if is_ignored(&relative, self.ignore) {
+                continue;
+            }
+            let file_type = item.file_type().map_err(io_error(&shown))?;
+            if file_type.is_dir() {
+                ancestors.push(
+                    ancestors
+                        .last()
+                        .map_or_else(|| path.clone(), |parent| parent.join(item.file_name())),
+                );
+                let result = self.dir(&path, &relative, ancestors);
+                ancestors.pop();
+                result?;
+                continue;
+            }
+            if file_type.is_symlink() {
+                self.has_symlinks = true;
+                let target = match path.canonicalize() {
+                    Ok(target) => target,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(TreeError::DanglingSymlink {
+                            target: std::fs::read_link(&path).unwrap_or_default(),
+                            path: shown,
+                        })
+                    }
+                    Err(e) => return Err(io_error(&shown)(e)),
+                };
+                let meta = std::fs::metadata(&target).map_err(io_error(&shown))?;
+                let inside = target.starts_with(self.canonical_root);
+                if meta.is_dir() {
+                    if !inside {
+                        return Err(TreeError::SymlinkOutside {
+                            path: shown,
+                            target,
+                        });
+                    }
+                    if ancestors.contains(&target) {
+                        // A cycle: everything beneath it is listed already.
+                        continue;
+                    }
+                    ancestors.push(target);
+                    let result = self.dir(&path, &relative, ancestors);
+                    ancestors.pop();
+                    result?;
+                    continue;
+                }
+                if !meta.is_file() {
+                    return Err(TreeError::SpecialFile { path: shown });
+                }
+                let in_hub_blobs = self
+                    .hub_blobs
+                    .as_ref()
+                    .is_some_and(|blobs| target.starts_with(blobs));
+                if !inside && !in_hub_blobs {
+                    return Err(TreeError::SymlinkOutside {
+                        path: shown,
+                        target,
+                    });
+                }
+            } else if !file_type.is_file() {
+                return Err(TreeError::SpecialFile { path: shown });
+            }
+            let relative =
+                ModelPath::new(relative).map_err(|_| TreeError::NonUtf8 { path: shown })?;
+            self.entries.push(Entry { path, relative });
+        }
+        Ok(())
     }
-    let meta = std::fs::metadata(&target).map_err(|source| TreeError::Io {
-        path: shown.to_path_buf(),
-        source,
-    })?;
-    if meta.is_dir() {
-        return Err(TreeError::SymlinkToDirectory {
-            path: shown.to_path_buf(),
-        });
-    }
-    if !meta.is_file() {
-        return Err(TreeError::SpecialFile {
-            path: shown.to_path_buf(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -334,6 +401,71 @@ mod tests {
         let err = hash_model_dir(dir.path(), &TreeOptions::default()).expect_err("must refuse");
         assert!(matches!(err, TreeError::SymlinkOutside { .. }), "{err}");
         assert!(err.to_string().contains("leak"), "{err}");
+    }
+
+    /// The Hugging Face hub cache: `snapshots/<rev>/*` are links into `blobs/`, outside the
+    /// snapshot directory given; they are signed as the content they resolve to.
+    #[cfg(unix)]
+    #[test]
+    fn issue11_hub_cache_snapshot_is_signed_by_content() {
+        use sha2::Digest as _;
+        let cache = tempfile::tempdir().expect("tempdir");
+        let repo = cache.path().join("models--org--tiny");
+        fs::create_dir_all(repo.join("blobs")).expect("mkdir");
+        fs::create_dir_all(repo.join("snapshots/abc123/sub")).expect("mkdir");
+        fs::write(repo.join("blobs/1111"), b"weights").expect("write");
+        fs::write(repo.join("blobs/2222"), b"{}").expect("write");
+        let snap = repo.join("snapshots/abc123");
+        std::os::unix::fs::symlink("../../blobs/1111", snap.join("model.safetensors"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("../../../blobs/2222", snap.join("sub/config.json"))
+            .expect("symlink");
+        // The root given may itself be a link.
+        let holder = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(&snap, holder.path().join("model")).expect("symlink");
+        for root in [snap.clone(), holder.path().join("model")] {
+            let m = hash_model_dir(&root, &TreeOptions::default()).expect("hub layout");
+            let names: Vec<&str> = m.files.keys().map(ModelPath::as_str).collect();
+            assert_eq!(names, ["model.safetensors", "sub/config.json"]);
+            assert_eq!(
+                m.files[&ModelPath::new("model.safetensors").expect("p")],
+                hex::encode(sha2::Sha256::digest(b"weights"))
+            );
+            assert!(m.allow_symlinks);
+        }
+        // A link out of the cache repository is still refused.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fs::write(elsewhere.path().join("x"), b"x").expect("write");
+        std::os::unix::fs::symlink(elsewhere.path().join("x"), snap.join("leak")).expect("symlink");
+        let err = hash_model_dir(&snap, &TreeOptions::default()).expect_err("outside");
+        assert!(matches!(err, TreeError::SymlinkOutside { .. }), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn issue11_directory_links_are_followed_cycles_skipped_dangling_refused() {
+        let dir = tree();
+        fs::create_dir_all(dir.path().join("ckpt-1")).expect("mkdir");
+        fs::write(dir.path().join("ckpt-1/w.bin"), b"w").expect("write");
+        std::os::unix::fs::symlink("ckpt-1", dir.path().join("latest")).expect("symlink");
+        std::os::unix::fs::symlink("..", dir.path().join("ckpt-1/up")).expect("symlink");
+        std::os::unix::fs::symlink(".", dir.path().join("self")).expect("symlink");
+        let m = hash_model_dir(dir.path(), &TreeOptions::default()).expect("hash");
+        let names: Vec<&str> = m.files.keys().map(ModelPath::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "ckpt-1/w.bin",
+                "config.json",
+                "latest/w.bin",
+                "model.sig",
+                "sub/deeper/w.bin"
+            ]
+        );
+        std::os::unix::fs::symlink("gone", dir.path().join("dangling")).expect("symlink");
+        let err = hash_model_dir(dir.path(), &TreeOptions::default()).expect_err("dangling");
+        assert!(matches!(err, TreeError::DanglingSymlink { .. }), "{err}");
+        assert!(err.to_string().contains("dangling"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Where trainprov keeps its state.
 //!
-//! The registry directory holds `registry.sqlite`, the content-addressed `objects/` store and
-//! the snapshot hash cache `hash-cache.sqlite`. It is chosen, first match wins:
+//! The registry directory holds `registry.sqlite` and the content-addressed `objects/` store
+//! (the snapshot hash cache is per user, never in a registry: [`crate::hash_cache`]). It is
+//! chosen, first match wins:
 //! 1. an explicit `--registry DIR` (passed in as `explicit`);
 //! 2. the `TRAINPROV_REGISTRY` environment variable;
 //! 3. `.trainprov/` at the root of the git work tree containing the current directory;
@@ -13,8 +14,6 @@ use std::path::{Path, PathBuf};
 pub const REGISTRY_DIR: &str = ".trainprov";
 /// Environment variable that overrides the registry location.
 pub const REGISTRY_ENV: &str = "TRAINPROV_REGISTRY";
-/// File name of the snapshot hash cache inside the registry directory.
-pub const HASH_CACHE_FILE: &str = "hash-cache.sqlite";
 
 /// Resolves the registry directory as described in the module docs.
 pub fn registry_dir(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
@@ -28,11 +27,6 @@ pub fn registry_dir(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
         Some(root) => root.join(REGISTRY_DIR),
         None => cwd.join(REGISTRY_DIR),
     }
-}
-
-/// The hash cache that belongs to a registry directory.
-pub fn hash_cache_path(registry_dir: &Path) -> PathBuf {
-    registry_dir.join(HASH_CACHE_FILE)
 }
 
 /// The nearest ancestor of `start` (inclusive) that holds a `.git` entry.

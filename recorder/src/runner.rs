@@ -19,7 +19,6 @@ use crate::file_digest::{digest_file, digest_files};
 use crate::git::{capture_code, CodeState};
 use crate::model_tree::{walk, TreeOptions};
 use crate::objects::ObjectStore;
-use crate::paths::hash_cache_path;
 use crate::process::{run_teed_with_env, ChildOutcome, Screen};
 use crate::record::{
     CodeRecord, InputRole, RecordedFile, RecordedInput, RunRecord, RunResult, ATTESTATION_FILE,
@@ -215,7 +214,9 @@ fn link(kind: &str, role: &str, file: &RecordedFile, path: Option<&Path>) -> Art
     }
 }
 
-/// Snapshots one input (directory or single file).
+/// Snapshots one input (directory or single file) through the per-user hash cache
+/// ([`crate::hash_cache::default_path`]; with `rehash` its digests are not used). A cache file
+/// inside `registry` is not used at all: a registry may be shared, the cache must not be.
 pub fn snapshot_input(
     path: &Path,
     registry: &Registry,
@@ -224,7 +225,7 @@ pub fn snapshot_input(
 ) -> Result<DataSnapshot, RunError> {
     let options = SnapshotOptions {
         rehash,
-        cache: Some(hash_cache_path(registry.dir())),
+        cache: crate::hash_cache::default_path().filter(|cache| !cache.starts_with(registry.dir())),
         progress,
     };
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
@@ -521,7 +522,11 @@ pub fn complete(
     })
 }
 
-/// Digests every file under `out` except the attestation and model signature.
+/// Digests every file under `out` except the attestation and model signature, by the rules of
+/// [`crate::model_tree`] that `model.sig` is signed by, so the two always list the same files: a
+/// symlink is recorded by the content it resolves to, a link to a directory inside `out` (say
+/// `latest -> ckpt-1`) is followed and its files listed under the link's path, and a link back
+/// to a directory above it is skipped.
 pub fn digest_products(out: &Path) -> Result<Vec<RecordedFile>, RunError> {
     let options = TreeOptions {
         ignore: vec![ATTESTATION_FILE.to_string(), SIGNATURE_FILE.to_string()],

@@ -7,14 +7,22 @@
 //!
 //! # What is recorded
 //!
-//! Walking the root directory (the root itself may be a symlink to a directory; nothing below
-//! it is followed):
+//! Inputs are pinned by **content**: what a training job reads through a path is what is
+//! recorded for it, whether the path is a regular file or a symlink (the Hugging Face hub cache,
+//! where `snapshots/<rev>/*` point into `blobs/`, DVC's symlink cache, git-annex, datasets on a
+//! shared mount). Walking the root directory (the root itself may be a symlink to a directory):
 //! - every **regular file**, as its path relative to the root, its size and the BLAKE3 of its
 //!   content;
-//! - every **symlink**, as a link: its target text exactly as `readlink` returns it, never
-//!   followed (wherever it points: inside the root, outside it, to a directory, or nowhere).
-//!   Its size is the length of the target text in bytes and its digest the BLAKE3 of those
-//!   bytes. Nothing beneath a symlink to a directory is recorded;
+//! - every **symlink that resolves to a regular file**, as its path, the size and BLAKE3 of the
+//!   content it resolves to (following every link of the chain), and beside them its link text
+//!   exactly as `readlink` returns it. The target may lie anywhere, inside the root or outside
+//!   it (a shared mount): its content is recorded either way, and its path is not;
+//! - every **symlink that resolves to a directory** is followed: the files beneath it are
+//!   recorded under the link's path, as if the link were that directory (the directory link's
+//!   own text is not recorded). A link that resolves to the root or to a directory above it on
+//!   the way down (a cycle) is refused ([`SnapshotError::SymlinkCycle`]);
+//! - a **dangling** symlink (its target does not exist) is refused
+//!   ([`SnapshotError::DanglingSymlink`]), as is a symlink to a FIFO, socket or device;
 //! - **directories** are not recorded themselves, so empty directories leave no trace;
 //! - a FIFO, socket or device under the root is refused ([`SnapshotError::SpecialFile`]);
 //! - when the hash cache file ([`SnapshotOptions::cache`]) lies inside the root, it and its
@@ -26,22 +34,24 @@
 //! ([`SnapshotError::NotUtf8`], [`SnapshotError::UnsupportedName`]); so is such a symlink
 //! target. No other byte is special.
 //!
-//! # Manifest format, version 1
+//! # Manifest format, version 2
 //!
 //! UTF-8 text, lines ending in a single `\n` (0x0A, no `\r`), nothing before the first or
 //! after the last line:
 //!
 //! ```text
-//! trainprov-snapshot v1\n
+//! trainprov-snapshot v2\n
 //! f\t<size>\t<blake3>\t<path>\n               one line per regular file
-//! l\t<size>\t<blake3>\t<path>\t<target>\n     one line per symlink
+//! l\t<size>\t<blake3>\t<path>\t<target>\n     one line per symlink to a regular file
 //! ```
 //!
-//! - the first line is exactly `trainprov-snapshot v1`;
+//! - the first line is exactly `trainprov-snapshot v2`;
 //! - `\t` is one tab (0x09); `f` and `l` are the lowercase letters;
 //! - `<size>` is the size in bytes in ASCII decimal, no sign, no leading zeros (`0` for empty);
-//! - `<blake3>` is the 32-byte BLAKE3 digest as 64 lowercase hex digits: of the file's content
-//!   for `f`, of the UTF-8 bytes of `<target>` for `l` (whose `<size>` is that byte length);
+//! - `<blake3>` is the 32-byte BLAKE3 digest as 64 lowercase hex digits of the content: the
+//!   file's for `f`, the file the link resolves to for `l` (`<size>` likewise);
+//! - `<target>` (for `l` only) is the link text, non-empty; it is informative: two manifests
+//!   that differ only in a link text name the same bytes but are different manifests;
 //! - `<path>` is non-empty, has no leading or trailing `/`, no empty, `.` or `..` component;
 //! - one line per path, lines sorted by the bytes of `<path>` in ascending order (`memcmp`,
 //!   so `a.txt` < `a/b`, as `.` is 0x2E and `/` 0x2F), and no path is the directory of another;
@@ -52,15 +62,26 @@
 //! `data/a.txt` = `hello\n` and a link `latest -> data/a.txt`:
 //!
 //! ```text
-//! trainprov-snapshot v1\n
+//! trainprov-snapshot v2\n
 //! f\t6\t8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99\tdata/a.txt\n
-//! l\t10\t0632bacd163300b109295661e1282e945abc5343b879be67f630d13707095fe2\tlatest\tdata/a.txt\n
+//! l\t6\t8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99\tlatest\tdata/a.txt\n
 //! ```
 //!
 //! Its snapshot digest is
-//! `778de0a77a81ffd2f80af61cf67b7b60f028a5529631b5c1927a845ad0065611` and its SHA-256
-//! `b2a77a97df48cbbbfb0e2abeb6da1d5936ab716630777d026673383b7c9a8ef3`; `b3sum` and `sha256sum`
+//! `58bba6314383fee5e1b616bc4461d213c2beb813538f3121537fcc3e1c37c0da` and its SHA-256
+//! `7a7afa1e260175303bd236bb23aafa3192a6a82322007bd1eb168ae7db09013c`; `b3sum` and `sha256sum`
 //! of the file `trainprov snapshot --manifest FILE` writes give the same (test `known_answer`).
+//!
+//! # Version 1 (read, never written)
+//!
+//! Manifests written before the change (header `trainprov-snapshot v1`) are still read, and
+//! re-serialise to the same bytes, so the digests recorded in old attestations still match
+//! their stored manifests. Version 1 has the same lines, except that an `l` line records the
+//! link **text**, not content: its `<size>` is the byte length of `<target>` and its `<blake3>`
+//! the BLAKE3 of those bytes, and links to directories were not followed. Such an entry reads
+//! as [`EntryKind::Symlink`]; it says nothing about the bytes behind the link, so `verify
+//! --inputs` of a v1 run over a symlinked input reports the input changed (a fresh snapshot is
+//! always version 2): record the run again to pin its content.
 //!
 //! # Consistency
 //!
@@ -106,8 +127,32 @@ use sha2::{Digest as _, Sha256};
 
 use crate::hash_cache::{CacheKey, HashCache, RACY_WINDOW};
 
-/// The manifest's first line, without its newline.
-pub const MANIFEST_HEADER: &str = "trainprov-snapshot v1";
+/// The first line of the manifests written now (version 2), without its newline.
+pub const MANIFEST_HEADER: &str = "trainprov-snapshot v2";
+
+/// The first line of a version 1 manifest (read, never written).
+pub const MANIFEST_HEADER_V1: &str = "trainprov-snapshot v1";
+
+/// A manifest format version (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManifestVersion {
+    /// Symlinks recorded by their link text.
+    V1,
+    /// Symlinks recorded by the content they resolve to (written now).
+    #[default]
+    V2,
+}
+
+impl ManifestVersion {
+    /// The manifest's first line, without its newline.
+    pub fn header(self) -> &'static str {
+        match self {
+            ManifestVersion::V1 => MANIFEST_HEADER_V1,
+            ManifestVersion::V2 => MANIFEST_HEADER,
+        }
+    }
+}
 
 /// Files at least this large are hashed through a memory map with every thread.
 pub const LARGE_FILE: u64 = 16 << 20;
@@ -124,13 +169,14 @@ pub struct SnapshotOptions {
     pub progress: bool,
 }
 
-/// What a manifest entry is.
+/// What a manifest entry records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EntryKind {
-    /// A regular file.
+    /// Content: a regular file, or (version 2) a symlink's resolved content, whose link text
+    /// is then [`SnapshotEntry::link`].
     File,
-    /// A symlink, recorded and never followed.
+    /// Version 1 manifests only: a symlink recorded by its link text, not its content.
     Symlink {
         /// The link's target text.
         target: String,
@@ -142,12 +188,25 @@ pub enum EntryKind {
 pub struct SnapshotEntry {
     /// Relative to the root, `/`-separated.
     pub path: String,
-    /// Bytes (for a symlink: of its target text).
+    /// Bytes of the content (for a version 1 [`EntryKind::Symlink`]: of its target text).
     pub size: u64,
-    /// Lowercase hex BLAKE3 of the content (for a symlink: of its target text).
+    /// Lowercase hex BLAKE3 of the content (for a version 1 [`EntryKind::Symlink`]: of its
+    /// target text).
     pub blake3: String,
-    /// File or symlink.
+    /// Content, or a version 1 link text.
     pub kind: EntryKind,
+    /// For a [`EntryKind::File`] reached through a symlink at `path`: the link text (the
+    /// content recorded is that of the file it resolves to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl SnapshotEntry {
+    /// Whether `size` and `blake3` are those of content a job reads (every entry but a
+    /// version 1 link text).
+    pub fn is_content(&self) -> bool {
+        self.kind == EntryKind::File
+    }
 }
 
 /// How a snapshot went.
@@ -168,6 +227,9 @@ pub struct SnapshotStats {
 /// A snapshot of a tree: its sorted entries, from which the manifest and digest follow.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DataSnapshot {
+    /// The manifest format: [`ManifestVersion::V2`] for every snapshot taken now, `V1` for an
+    /// old manifest read back.
+    pub version: ManifestVersion,
     /// The directory the entries are relative to (for [`snapshot_file`]: the file's directory).
     pub root: PathBuf,
     /// Sorted by the bytes of `path`, one per path ([`Self::manifest_bytes`] relies on it).
@@ -223,6 +285,22 @@ pub enum SnapshotError {
         /// The file.
         path: PathBuf,
     },
+    /// A symlink whose target does not exist.
+    #[error("{}: dangling symlink (its target {target} does not exist); fix or remove the link", path.display())]
+    DanglingSymlink {
+        /// The link.
+        path: PathBuf,
+        /// Its link text.
+        target: String,
+    },
+    /// A symlink to a directory that contains the link (the walk would never end).
+    #[error("{}: symlink to {target} loops back to a directory that contains it; remove the link or snapshot a directory without it", path.display())]
+    SymlinkCycle {
+        /// The link.
+        path: PathBuf,
+        /// Its link text.
+        target: String,
+    },
     /// A name the manifest cannot carry.
     #[error("{}: name is not valid UTF-8; rename it", path.display())]
     NotUtf8 {
@@ -263,6 +341,10 @@ impl PartialEq for SnapshotError {
             (UnsupportedName { path: a, what: x }, UnsupportedName { path: b, what: y }) => {
                 a == b && x == y
             }
+            (DanglingSymlink { path: a, target: x }, DanglingSymlink { path: b, target: y })
+            | (SymlinkCycle { path: a, target: x }, SymlinkCycle { path: b, target: y }) => {
+                a == b && x == y
+            }
             (Manifest { line: a, reason: x }, Manifest { line: b, reason: y }) => a == b && x == y,
             _ => false,
         }
@@ -282,14 +364,16 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 impl DataSnapshot {
     /// The canonical manifest (see the module docs).
     pub fn manifest_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MANIFEST_HEADER.len() + 1 + self.entries.len() * 120);
-        out.extend_from_slice(MANIFEST_HEADER.as_bytes());
+        let header = self.version.header();
+        let mut out = Vec::with_capacity(header.len() + 1 + self.entries.len() * 120);
+        out.extend_from_slice(header.as_bytes());
         out.push(b'\n');
         for entry in &self.entries {
-            let kind = match entry.kind {
-                EntryKind::File => b'f',
-                EntryKind::Symlink { .. } => b'l',
+            let target = match &entry.kind {
+                EntryKind::File => entry.link.as_deref(),
+                EntryKind::Symlink { target } => Some(target.as_str()),
             };
+            let kind = if target.is_some() { b'l' } else { b'f' };
             out.push(kind);
             out.push(b'\t');
             // Writing into a Vec cannot fail.
@@ -298,7 +382,7 @@ impl DataSnapshot {
             out.extend_from_slice(entry.blake3.as_bytes());
             out.push(b'\t');
             out.extend_from_slice(entry.path.as_bytes());
-            if let EntryKind::Symlink { target } = &entry.kind {
+            if let Some(target) = target {
                 out.push(b'\t');
                 out.extend_from_slice(target.as_bytes());
             }
@@ -326,8 +410,8 @@ impl DataSnapshot {
         set
     }
 
-    /// Parses a manifest, accepting only its canonical form; `stats` are zero except `files`
-    /// and `bytes`.
+    /// Parses a manifest (version 2, or version 1), accepting only its canonical form; `stats`
+    /// are zero except `files` and `bytes`.
     pub fn from_manifest_bytes(root: PathBuf, bytes: &[u8]) -> Result<DataSnapshot, SnapshotError> {
         let bad = |line: usize, reason: String| SnapshotError::Manifest { line, reason };
         let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -342,9 +426,16 @@ impl DataSnapshot {
             return Err(bad(line, "missing the final newline".into()));
         };
         let mut lines = body.split('\n');
-        if lines.next() != Some(MANIFEST_HEADER) {
-            return Err(bad(1, format!("expected the header `{MANIFEST_HEADER}`")));
-        }
+        let version = match lines.next() {
+            Some(MANIFEST_HEADER) => ManifestVersion::V2,
+            Some(MANIFEST_HEADER_V1) => ManifestVersion::V1,
+            _ => {
+                return Err(bad(
+                    1,
+                    format!("expected the header `{MANIFEST_HEADER}` (or `{MANIFEST_HEADER_V1}`)"),
+                ))
+            }
+        };
         let mut entries: Vec<SnapshotEntry> = Vec::new();
         let mut directories: BTreeSet<&str> = BTreeSet::new();
         for (index, line) in lines.enumerate() {
@@ -353,12 +444,20 @@ impl DataSnapshot {
                 return Err(bad(number, "empty line".into()));
             }
             let fields: Vec<&str> = line.split('\t').collect();
-            let (kind, size, digest, path) = match fields.as_slice() {
-                ["f", size, digest, path] => (EntryKind::File, *size, *digest, *path),
-                ["l", size, digest, path, target] => (
+            let (kind, link, size, digest, path) = match fields.as_slice() {
+                ["f", size, digest, path] => (EntryKind::File, None, *size, *digest, *path),
+                ["l", size, digest, path, target] if version == ManifestVersion::V1 => (
                     EntryKind::Symlink {
                         target: (*target).to_string(),
                     },
+                    None,
+                    *size,
+                    *digest,
+                    *path,
+                ),
+                ["l", size, digest, path, target] => (
+                    EntryKind::File,
+                    Some((*target).to_string()),
                     *size,
                     *digest,
                     *path,
@@ -392,6 +491,9 @@ impl DataSnapshot {
             }
             if let Some(reason) = path_problem(path) {
                 return Err(bad(number, format!("path `{path}` {reason}")));
+            }
+            if link.as_deref().is_some_and(str::is_empty) {
+                return Err(bad(number, "empty symlink target".into()));
             }
             if let EntryKind::Symlink { target } = &kind {
                 if target.is_empty() {
@@ -427,6 +529,7 @@ impl DataSnapshot {
                 size,
                 blake3: digest.to_string(),
                 kind,
+                link,
             });
         }
         if let Some(position) = entries
@@ -447,6 +550,7 @@ impl DataSnapshot {
             ..SnapshotStats::default()
         };
         let snapshot = DataSnapshot {
+            version,
             root,
             entries,
             stats,
@@ -580,18 +684,16 @@ impl Began {
     }
 }
 
-/// A file to record, found by the walk.
+/// A regular file to record, found by the walk.
 struct Item {
     /// Relative path, `/`-separated.
     rel: String,
-    kind: ItemKind,
-}
-
-enum ItemKind {
-    /// A regular file and its stat at walk time; `follow`: stat through symlinks.
-    File { key: CacheKey, follow: bool },
-    /// A symlink and its target text.
-    Link { target: String },
+    /// Its stat at walk time.
+    key: CacheKey,
+    /// Whether `key` was taken through symlinks.
+    follow: bool,
+    /// The text of the symlink at `rel`, when the file was reached through one.
+    link: Option<String>,
 }
 
 pub(crate) fn snapshot_with(
@@ -612,7 +714,7 @@ pub(crate) fn snapshot_with(
         excluded: &excluded,
         progress: progress.as_ref(),
     };
-    let mut items = walker.dir(root, "")?;
+    let mut items = walker.dir(root, "", &[dir_id(&meta)])?;
     items.par_sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
     build(root.to_path_buf(), None, items, options, began, progress)
 }
@@ -655,10 +757,9 @@ pub(crate) fn snapshot_file_with(
     };
     let item = Item {
         rel,
-        kind: ItemKind::File {
-            key: cache_key(&meta),
-            follow: true,
-        },
+        key: cache_key(&meta),
+        follow: true,
+        link: None,
     };
     build(
         root,
@@ -717,13 +818,20 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     /// Lists the directory `dir` (at `rel` below the root, `""` for the root itself), `lstat`s
-    /// its regular files and reads its symlinks, then does the same for its subdirectories in
-    /// parallel. Returns the items unsorted.
+    /// its regular files and resolves its symlinks, then does the same for its subdirectories
+    /// (and the directories its symlinks resolve to) in parallel. `ancestors` are the
+    /// (device, inode) of `dir` and every directory above it on the way down, for cycle
+    /// detection. Returns the items unsorted.
     ///
     /// Files are `stat`ed through the open directory (`fstatat`/`statx` on the directory's
     /// descriptor, which [`std::fs::DirEntry::metadata`] does on Linux), so the kernel resolves
     /// one name per file, not the whole path.
-    fn dir(&self, dir: &Path, rel: &str) -> Result<Vec<Item>, SnapshotError> {
+    fn dir(
+        &self,
+        dir: &Path,
+        rel: &str,
+        ancestors: &[(u64, u64)],
+    ) -> Result<Vec<Item>, SnapshotError> {
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let entry = entry.map_err(io_error(dir))?;
@@ -733,7 +841,7 @@ impl Walker<'_> {
         // directory's own order.
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut items = Vec::with_capacity(entries.len());
-        let mut subdirs = Vec::new();
+        let mut subdirs: Vec<(PathBuf, String, (u64, u64))> = Vec::new();
         for (name, entry) in entries {
             let Some(name) = name.to_str() else {
                 return Err(SnapshotError::NotUtf8 { path: entry.path() });
@@ -749,46 +857,89 @@ impl Walker<'_> {
             } else {
                 format!("{rel}/{name}")
             };
-            let file_type = entry.file_type().map_err(|e| io_error(&entry.path())(e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| io_error(&path)(e))?;
             if file_type.is_dir() {
-                subdirs.push((entry.path(), child));
+                let meta = entry.metadata().map_err(|e| io_error(&path)(e))?;
+                subdirs.push((path, child, dir_id(&meta)));
                 continue;
             }
             if !file_type.is_file() && !file_type.is_symlink() {
-                return Err(SnapshotError::SpecialFile { path: entry.path() });
+                return Err(SnapshotError::SpecialFile { path });
             }
             if !self.excluded.is_empty() && self.excluded.contains(&child) {
                 continue;
             }
-            let kind = if file_type.is_symlink() {
-                ItemKind::Link {
-                    target: read_link_text(&entry.path())?,
+            let item = if file_type.is_symlink() {
+                let target = read_link_text(&path)?;
+                let meta = match std::fs::metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(SnapshotError::DanglingSymlink { path, target })
+                    }
+                    Err(e) => return Err(io_error(&path)(e)),
+                };
+                if meta.is_dir() {
+                    let id = dir_id(&meta);
+                    if ancestors.contains(&id) {
+                        return Err(SnapshotError::SymlinkCycle { path, target });
+                    }
+                    subdirs.push((path, child, id));
+                    continue;
+                }
+                if !meta.is_file() {
+                    return Err(SnapshotError::SpecialFile { path });
+                }
+                Item {
+                    rel: child,
+                    key: cache_key(&meta),
+                    follow: true,
+                    link: Some(target),
                 }
             } else {
-                let meta = entry.metadata().map_err(|e| io_error(&entry.path())(e))?;
+                let meta = entry.metadata().map_err(|e| io_error(&path)(e))?;
                 if !meta.is_file() {
                     // Its directory entry said "regular file" a moment ago.
-                    return Err(SnapshotError::ChangedWhileHashing { path: entry.path() });
+                    return Err(SnapshotError::ChangedWhileHashing { path });
                 }
-                ItemKind::File {
+                Item {
+                    rel: child,
                     key: cache_key(&meta),
                     follow: false,
+                    link: None,
                 }
             };
-            items.push(Item { rel: child, kind });
+            items.push(item);
         }
         if let Some(progress) = self.progress {
             progress.bar.inc(items.len() as u64);
         }
         let nested: Vec<Result<Vec<Item>, SnapshotError>> = subdirs
             .into_par_iter()
-            .map(|(path, rel)| self.dir(&path, &rel))
+            .map(|(path, rel, id)| {
+                let mut below = ancestors.to_vec();
+                below.push(id);
+                self.dir(&path, &rel, &below)
+            })
             .collect();
         for list in nested {
             items.extend(list?);
         }
         Ok(items)
     }
+}
+
+/// A directory's (device, inode), for cycle detection.
+#[cfg(unix)]
+fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
+}
+
+/// Without inodes a cycle cannot be told apart: every symlink to a directory is refused as one.
+#[cfg(not(unix))]
+fn dir_id(_meta: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
 }
 
 fn read_link_text(path: &Path) -> Result<String, SnapshotError> {
@@ -931,10 +1082,7 @@ fn build(
         let (indices, keys): (Vec<usize>, Vec<CacheKey>) = items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| match item.kind {
-                ItemKind::File { key, .. } => Some((i, key)),
-                ItemKind::Link { .. } => None,
-            })
+            .map(|(i, item)| (i, item.key))
             .unzip();
         match c.lookup_many(&keys) {
             Ok(found) => {
@@ -960,12 +1108,9 @@ fn build(
         .iter()
         .enumerate()
         .filter(|(i, _)| digests[*i].is_none())
-        .filter_map(|(i, item)| match item.kind {
-            ItemKind::File { key, follow } => {
-                let path = single.clone().unwrap_or_else(|| root.join(&item.rel));
-                Some((i, path, key, follow))
-            }
-            ItemKind::Link { .. } => None,
+        .map(|(i, item)| {
+            let path = single.clone().unwrap_or_else(|| root.join(&item.rel));
+            (i, path, item.key, item.follow)
         })
         .collect();
     if let Some(p) = &progress {
@@ -1016,8 +1161,8 @@ fn build(
             .unwrap_or_else(|_| root.clone());
         let rows: Vec<(&CacheKey, String, &[u8; 32])> = newly_hashed
             .iter()
-            .filter_map(|&i| match (&items[i].kind, &digests[i]) {
-                (ItemKind::File { key, .. }, Some(digest))
+            .filter_map(|&i| match (&items[i].key, &digests[i]) {
+                (key, Some(digest))
                     if cached[i].as_ref() != Some(digest)
                         && cacheable(key, began.now, began.racy_window) =>
                 {
@@ -1040,22 +1185,15 @@ fn build(
     let entries: Vec<SnapshotEntry> = items
         .into_iter()
         .zip(digests)
-        .map(|(item, digest)| match item.kind {
-            ItemKind::File { key, .. } => SnapshotEntry {
-                path: item.rel,
-                size: key.size,
-                // blake3's own hex encoder: a table lookup, several times faster than `hex`.
-                blake3: blake3::Hash::from_bytes(digest.unwrap_or_default())
-                    .to_hex()
-                    .to_string(),
-                kind: EntryKind::File,
-            },
-            ItemKind::Link { target } => SnapshotEntry {
-                path: item.rel,
-                size: target.len() as u64,
-                blake3: blake3::hash(target.as_bytes()).to_hex().to_string(),
-                kind: EntryKind::Symlink { target },
-            },
+        .map(|(item, digest)| SnapshotEntry {
+            path: item.rel,
+            size: item.key.size,
+            // blake3's own hex encoder: a table lookup, several times faster than `hex`.
+            blake3: blake3::Hash::from_bytes(digest.unwrap_or_default())
+                .to_hex()
+                .to_string(),
+            kind: EntryKind::File,
+            link: item.link,
         })
         .collect();
     drop(progress);
@@ -1068,6 +1206,7 @@ fn build(
         seconds: began.started.elapsed().as_secs_f64(),
     };
     Ok(DataSnapshot {
+        version: ManifestVersion::V2,
         root,
         entries,
         stats,
@@ -1208,12 +1347,13 @@ mod tests {
         );
         let empty = tempfile::tempdir().expect("tempdir");
         let snap = snapshot(empty.path(), &no_cache()).expect("empty");
-        assert_eq!(snap.manifest_bytes(), b"trainprov-snapshot v1\n");
+        assert_eq!(snap.manifest_bytes(), b"trainprov-snapshot v2\n");
     }
 
     /// The manifest of a fixed tree, byte for byte. Independent checks of the digests:
-    /// `printf 'hello\n' | b3sum` gives the file line's digest, and `b3sum`/`sha256sum` of the
-    /// manifest text below give the snapshot digests.
+    /// `printf 'hello\n' | b3sum` gives the digest of both lines (the link records the content
+    /// it resolves to), and `b3sum`/`sha256sum` of the manifest text below give the snapshot
+    /// digests.
     #[cfg(unix)]
     #[test]
     fn known_answer() {
@@ -1221,8 +1361,7 @@ mod tests {
         std::os::unix::fs::symlink("data/a.txt", dir.path().join("latest")).expect("symlink");
         let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
         let expected = format!(
-            "trainprov-snapshot v1\nf\t6\t{}\tdata/a.txt\nl\t10\t{}\tlatest\tdata/a.txt\n",
-            KNOWN_HELLO, KNOWN_LINK
+            "trainprov-snapshot v2\nf\t6\t{KNOWN_HELLO}\tdata/a.txt\nl\t6\t{KNOWN_HELLO}\tlatest\tdata/a.txt\n",
         );
         assert_eq!(
             String::from_utf8(snap.manifest_bytes()).expect("utf8"),
@@ -1235,19 +1374,52 @@ mod tests {
         assert_eq!(set.get("sha256").map(String::as_str), Some(KNOWN_SHA256));
     }
 
-    // `printf 'hello\n' | b3sum`, `printf 'data/a.txt' | b3sum`, and b3sum / sha256sum of the
-    // manifest in `known_answer`.
+    // `printf 'hello\n' | b3sum`, and b3sum / sha256sum of the manifest in `known_answer`.
     const KNOWN_HELLO: &str = "8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99";
-    const KNOWN_LINK: &str = "0632bacd163300b109295661e1282e945abc5343b879be67f630d13707095fe2";
-    const KNOWN_DIGEST: &str = "778de0a77a81ffd2f80af61cf67b7b60f028a5529631b5c1927a845ad0065611";
-    const KNOWN_SHA256: &str = "b2a77a97df48cbbbfb0e2abeb6da1d5936ab716630777d026673383b7c9a8ef3";
+    const KNOWN_DIGEST: &str = "58bba6314383fee5e1b616bc4461d213c2beb813538f3121537fcc3e1c37c0da";
+    const KNOWN_SHA256: &str = "7a7afa1e260175303bd236bb23aafa3192a6a82322007bd1eb168ae7db09013c";
+
+    /// A version 1 manifest (written before symlinks were pinned by content) still parses and
+    /// re-serialises to its own bytes, so its recorded digest still matches: the v1 example of
+    /// the old module docs, with its digests.
+    #[test]
+    fn version_1_manifests_are_still_read() {
+        let v1 = format!(
+            "trainprov-snapshot v1\nf\t6\t{KNOWN_HELLO}\tdata/a.txt\nl\t10\t{}\tlatest\tdata/a.txt\n",
+            "0632bacd163300b109295661e1282e945abc5343b879be67f630d13707095fe2"
+        );
+        let parsed =
+            DataSnapshot::from_manifest_bytes(PathBuf::new(), v1.as_bytes()).expect("v1 parses");
+        assert_eq!(parsed.version, ManifestVersion::V1);
+        assert_eq!(parsed.manifest_bytes(), v1.as_bytes());
+        assert_eq!(
+            parsed.digest(),
+            "778de0a77a81ffd2f80af61cf67b7b60f028a5529631b5c1927a845ad0065611"
+        );
+        assert_eq!(
+            parsed.entries[1].kind,
+            EntryKind::Symlink {
+                target: "data/a.txt".into()
+            }
+        );
+        assert!(!parsed.entries[1].is_content());
+        assert_eq!(parsed.stats.bytes, 6, "a v1 link text is not content");
+        // In v1 a link's digest must be that of its text; in v2 it is content.
+        let v1_content =
+            format!("trainprov-snapshot v1\nl\t6\t{KNOWN_HELLO}\tlatest\tdata/a.txt\n");
+        assert!(DataSnapshot::from_manifest_bytes(PathBuf::new(), v1_content.as_bytes()).is_err());
+        let v2 = v1_content.replace(" v1", " v2");
+        let parsed = DataSnapshot::from_manifest_bytes(PathBuf::new(), v2.as_bytes()).expect("v2");
+        assert_eq!(parsed.entries[0].link.as_deref(), Some("data/a.txt"));
+        assert!(parsed.entries[0].is_content());
+        assert_eq!(parsed.manifest_bytes(), v2.as_bytes());
+    }
 
     #[cfg(unix)]
     #[test]
     fn manifest_round_trips() {
         let dir = tree(FILES);
-        std::os::unix::fs::symlink("../outside/anywhere", dir.path().join("a/link"))
-            .expect("symlink");
+        std::os::unix::fs::symlink("x.txt", dir.path().join("a/link")).expect("symlink");
         let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
         let bytes = snap.manifest_bytes();
         let parsed =
@@ -1265,7 +1437,12 @@ mod tests {
         let t = blake3::hash(b"t").to_hex().to_string();
         let cases: Vec<(String, usize, &str)> = vec![
             (String::new(), 1, "missing the final newline"),
-            ("trainprov-snapshot v2\n".into(), 1, "header"),
+            ("trainprov-snapshot v3\n".into(), 1, "header"),
+            (
+                format!("trainprov-snapshot v2\nl\t1\t{d}\tx\t\n"),
+                2,
+                "empty symlink target",
+            ),
             (format!("{h}f\t1\t{d}\tx"), 2, "final newline"),
             (format!("{h}f\t01\t{d}\tx\n"), 2, "canonical decimal"),
             (format!("{h}f\t+1\t{d}\tx\n"), 2, "canonical decimal"),
@@ -1364,43 +1541,98 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn symlinks_are_recorded_not_followed() {
-        let outside = tree(&[("secret.bin", b"outside bytes")]);
+    fn issue11_symlinks_are_pinned_by_content() {
+        let outside = tree(&[("secret.bin", b"outside bytes"), ("sub/deep.txt", b"deep")]);
         let dir = tree(&[("real.txt", b"inside")]);
         let target = outside.path().join("secret.bin");
         let target_text = target.to_str().expect("utf8").to_string();
         std::os::unix::fs::symlink(&target, dir.path().join("out-link")).expect("symlink");
         std::os::unix::fs::symlink(outside.path(), dir.path().join("dir-link")).expect("symlink");
-        std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).expect("symlink");
+        std::os::unix::fs::symlink("real.txt", dir.path().join("chain-1")).expect("symlink");
+        std::os::unix::fs::symlink("chain-1", dir.path().join("chain-2")).expect("symlink");
         let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
         let paths: Vec<&str> = snap.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["dangling", "dir-link", "out-link", "real.txt"],
-            "nothing below dir-link"
+            [
+                "chain-1",
+                "chain-2",
+                "dir-link/secret.bin",
+                "dir-link/sub/deep.txt",
+                "out-link",
+                "real.txt"
+            ],
+            "links to directories are followed"
         );
-        let link = &snap.entries[2];
+        let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+        let link = &snap.entries[4];
+        assert_eq!(link.kind, EntryKind::File);
+        assert_eq!(link.link.as_deref(), Some(target_text.as_str()));
+        assert_eq!(link.size, 13);
+        assert_eq!(link.blake3, hash(b"outside bytes"));
+        assert_eq!(snap.entries[1].blake3, hash(b"inside"), "a chain resolves");
+        assert_eq!(snap.entries[1].link.as_deref(), Some("chain-1"));
+        assert_eq!(snap.entries[2].link, None, "beneath a directory link");
+        assert_eq!(snap.stats.bytes, 6 + 6 + 13 + 4 + 13 + 6);
+        // Changing the file behind the link changes the snapshot, and the diff names the link.
+        fs::write(&target, b"poisoned bytes").expect("write");
+        let again = snapshot(dir.path(), &no_cache()).expect("again");
+        assert_ne!(again.digest(), snap.digest());
         assert_eq!(
-            link.kind,
-            EntryKind::Symlink {
-                target: target_text.clone()
+            snap.diff(&again).changed,
+            ["dir-link/secret.bin", "out-link"]
+        );
+        // Through a cache too: the target's own stamp is the key.
+        let cache = tempfile::tempdir().expect("tempdir");
+        let cached = with_cache(&cache.path().join("c.sqlite"));
+        let first = snapshot_with(dir.path(), &cached, Duration::ZERO).expect("fill");
+        fs::write(&target, b"poisoned again").expect("write");
+        let second = snapshot_with(dir.path(), &cached, Duration::ZERO).expect("after");
+        assert_ne!(first.digest(), second.digest());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn issue11_dangling_links_and_cycles_are_refused() {
+        let dir = tree(&[("a/x.txt", b"x")]);
+        std::os::unix::fs::symlink("nowhere", dir.path().join("a/dangling")).expect("symlink");
+        assert_eq!(
+            snapshot(dir.path(), &no_cache()).expect_err("dangling"),
+            SnapshotError::DanglingSymlink {
+                path: dir.path().join("a/dangling"),
+                target: "nowhere".into()
             }
         );
-        assert_eq!(link.size, target_text.len() as u64);
+        fs::remove_file(dir.path().join("a/dangling")).expect("rm");
+        std::os::unix::fs::symlink("..", dir.path().join("a/up")).expect("symlink");
+        let err = snapshot(dir.path(), &no_cache()).expect_err("cycle");
         assert_eq!(
-            link.blake3,
-            blake3::hash(target_text.as_bytes()).to_hex().to_string()
+            err,
+            SnapshotError::SymlinkCycle {
+                path: dir.path().join("a/up"),
+                target: "..".into()
+            }
         );
-        assert_ne!(
-            link.blake3,
-            blake3::hash(b"outside bytes").to_hex().to_string()
-        );
-        // Changing the file behind the link does not change the snapshot.
-        fs::write(&target, b"changed outside").expect("write");
-        assert_eq!(
-            snapshot(dir.path(), &no_cache()).expect("again").digest(),
-            snap.digest()
-        );
+        assert!(err.to_string().contains("a/up"), "{err}");
+        // A link to a sibling directory is no cycle: it is followed.
+        fs::remove_file(dir.path().join("a/up")).expect("rm");
+        std::os::unix::fs::symlink("a", dir.path().join("b")).expect("symlink");
+        let snap = snapshot(dir.path(), &no_cache()).expect("sibling");
+        let paths: Vec<&str> = snap.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a/x.txt", "b/x.txt"]);
+        // A link to a FIFO is refused like the FIFO.
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let holder = tempfile::tempdir().expect("tempdir");
+            std::os::unix::fs::symlink(&fifo, holder.path().join("p")).expect("symlink");
+            assert_eq!(
+                snapshot(holder.path(), &no_cache()).expect_err("fifo link"),
+                SnapshotError::SpecialFile {
+                    path: holder.path().join("p")
+                }
+            );
+        }
     }
 
     #[cfg(unix)]

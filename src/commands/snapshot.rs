@@ -22,17 +22,19 @@
 //!   "hashed": 3,
 //!   "from_cache": 20001,
 //!   "seconds": 0.041,
-//!   "cache": ".trainprov/hash-cache.sqlite",
+//!   "cache": "/home/me/.cache/trainprov/hash-cache.sqlite",
 //!   "manifest": "data.manifest"
 //! }
 //! ```
 //!
 //! `kind` is `file` when the path is a single file: then the snapshot holds that one file,
-//! named by its file name. `manifest` is `null` without `--manifest`.
+//! named by its file name. `manifest` is `null` without `--manifest`. `cache` is the per-user
+//! hash cache ([`recorder::hash_cache::default_path`]; `null` when there is none). Symlinks are
+//! recorded by the content they resolve to (manifest version 2, see [`recorder::snapshot`]).
 
 use anyhow::anyhow;
 use recorder::atomic::write_atomic;
-use recorder::paths::{hash_cache_path, registry_dir};
+use recorder::hash_cache::default_path;
 use recorder::snapshot::{snapshot, snapshot_file, SnapshotOptions};
 use serde_json::json;
 
@@ -50,12 +52,10 @@ pub fn run(args: &SnapshotArgs) -> Result<Report, CliError> {
             io_reason(&e)
         ))
     })?;
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::input(anyhow!("cannot read the current directory: {e}")))?;
-    let cache = hash_cache_path(&registry_dir(args.registry.as_deref(), &cwd));
+    let cache = default_path();
     let options = SnapshotOptions {
         rehash: args.rehash,
-        cache: Some(cache.clone()),
+        cache: cache.clone(),
         progress: true,
     };
     let is_dir = meta.is_dir();

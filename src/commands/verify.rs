@@ -209,6 +209,9 @@ fn verify_attestation(
         "subjects": statement.subject,
         "artifacts": checked.iter().map(ArtifactCheck::to_json).collect::<Vec<_>>(),
     });
+    if args.inputs {
+        summary["inputs_hashing"] = json!(InputsHashing::of(args).name());
+    }
     if let Some(loaded) = gate.policy {
         summary["policy"] = json!({
             "file": loaded.path,
@@ -234,7 +237,7 @@ fn verify_attestation(
             .collect();
         return Err(CliError::failed(anyhow!("{name}: {}", lines.join("; "))).with_detail(summary));
     }
-    let human = verified_text(
+    let mut human = verified_text(
         &name,
         keys.len(),
         &statement,
@@ -242,6 +245,12 @@ fn verify_attestation(
         gate,
         tally.as_ref(),
     );
+    if args.inputs {
+        human.push_str(&format!(
+            "   inputs: {}\n",
+            InputsHashing::of(args).describe()
+        ));
+    }
     summary["status"] = json!("verified");
     Ok(Report::ok(human, summary))
 }
@@ -266,6 +275,7 @@ fn check_files(
         checked.extend(check_inputs(
             &statement.predicate,
             args.registry.as_deref(),
+            InputsHashing::of(args),
         )?);
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -562,11 +572,49 @@ fn is_approval_of(path: &Path, attestation_sha256: &str) -> bool {
     })
 }
 
+/// How `--inputs` gets the digests of the files it compares: the hash cache is writable by
+/// whoever owns it, so verification hashes every file unless `--trust-cache` says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputsHashing {
+    /// Every file hashed again (the default).
+    Rehashed,
+    /// Unchanged files' digests taken from the per-user hash cache (`--trust-cache`).
+    TrustedCache,
+}
+
+impl InputsHashing {
+    fn of(args: &VerifyArgs) -> InputsHashing {
+        if args.trust_cache {
+            InputsHashing::TrustedCache
+        } else {
+            InputsHashing::Rehashed
+        }
+    }
+
+    /// The `inputs_hashing` value of `--json`.
+    fn name(self) -> &'static str {
+        match self {
+            InputsHashing::Rehashed => "rehashed",
+            InputsHashing::TrustedCache => "trusted-cache",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            InputsHashing::Rehashed => "every file hashed again (hash cache not trusted)",
+            InputsHashing::TrustedCache => {
+                "unchanged files taken from the hash cache (--trust-cache), not hashed again"
+            }
+        }
+    }
+}
+
 /// Re-snapshots each recorded input and compares it with the record; with the registry's stored
 /// manifest the changed files are named.
 fn check_inputs(
     predicate: &Value,
     registry: Option<&Path>,
+    hashing: InputsHashing,
 ) -> Result<Vec<ArtifactCheck>, CliError> {
     let deps = predicate["buildDefinition"]["resolvedDependencies"]
         .as_array()
@@ -590,8 +638,9 @@ fn check_inputs(
         let problem = if !path.exists() {
             Some(format!("input {} is gone", shown(&path)))
         } else {
+            let rehash = hashing == InputsHashing::Rehashed;
             let now =
-                recorder::runner::snapshot_input(&path, &registry, false, false).or_input()?;
+                recorder::runner::snapshot_input(&path, &registry, rehash, false).or_input()?;
             if now.digest() == recorded {
                 None
             } else {

@@ -11,9 +11,12 @@ pub const OK: i32 = 0;
 pub const FAILED: i32 = 1;
 pub const INPUT: i32 = 2;
 
-/// A temporary directory to run trainprov in.
+/// A temporary directory to run trainprov in, and a separate one for its per-user hash cache.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// Holds the hash cache (`TRAINPROV_HASH_CACHE`), outside `dir` so that no snapshot or
+    /// product walk of the workspace sees it.
+    pub cache: tempfile::TempDir,
 }
 
 /// The result of one CLI invocation.
@@ -59,6 +62,7 @@ impl Workspace {
     pub fn new() -> Workspace {
         Workspace {
             dir: tempfile::tempdir().expect("tempdir"),
+            cache: tempfile::tempdir().expect("tempdir"),
         }
     }
 
@@ -78,15 +82,22 @@ impl Workspace {
         Run::from(command.output().expect("run trainprov"))
     }
 
+    /// The hash cache file every command of this workspace uses.
+    pub fn hash_cache(&self) -> PathBuf {
+        self.cache.path().join("hash-cache.sqlite")
+    }
+
     /// A trainprov command in the workspace directory, not yet started. `TRAINPROV_REGISTRY`
-    /// is cleared so tests never touch a registry outside their temp dir.
+    /// is cleared so tests never touch a registry outside their temp dir, and
+    /// `TRAINPROV_HASH_CACHE` set so they never touch the user's hash cache.
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_trainprov"));
         command
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("RUST_BACKTRACE")
-            .env_remove("TRAINPROV_REGISTRY");
+            .env_remove("TRAINPROV_REGISTRY")
+            .env("TRAINPROV_HASH_CACHE", self.hash_cache());
         command
     }
 
