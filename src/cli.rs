@@ -579,6 +579,11 @@ pub struct RetrainArgs {
     /// Inputs recorded under OLD now live under NEW. Repeatable.
     #[arg(long = "data-root", value_name = "OLD=NEW")]
     pub data_roots: Vec<String>,
+    /// The original bytes of the config recorded as NAME (as the record and error messages
+    /// name it), for a registry that lacks them; its SHA-256 must match the record. Configs
+    /// are otherwise read from the registry's object store. Repeatable.
+    #[arg(long = "config-file", value_name = "NAME=PATH")]
+    pub config_files: Vec<String>,
     /// Where to restore code and stage inputs [default: REGISTRY/retrain/<time>].
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,

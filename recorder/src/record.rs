@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `subject` | every product file under `--out` (not the attestation or `model.sig`), `sha256` + `blake3` |
 //! | `buildDefinition.buildType` | [`RUN_BUILD_TYPE`] for wrapped commands |
-//! | `externalParameters` | `argv` (redacted), `cwd`, `out`, `params`, `configs` (inline text when small), input names by role |
+//! | `externalParameters` | `argv` (redacted), `cwd`, `out`, `params`, `configs` (digest; a redacted view when small), input names by role |
 //! | `internalParameters` | thread and determinism variables, ISA level, device |
 //! | `resolvedDependencies` | code (`gitCommit` + remote), the uncommitted patch, each `--data`/`--base`/`--adapter` snapshot (BLAKE3 snapshot digest + SHA-256 of its manifest), configs, lock files |
 //! | `runDetails.builder` | [`BUILDER_ID`] and versions |
@@ -16,6 +16,37 @@
 //!
 //! Every stored part carries an `object` annotation: its BLAKE3 digest in the registry's object
 //! store, from which `retrain` restores it.
+//!
+//! ## Configs: recorded by digest, shown redacted
+//!
+//! A config file (`--config`, the `trainprov train` TOML) is never inlined as it is: it may hold
+//! a hub token or a password. Its original bytes go to the object store; the Statement has
+//!
+//! ```json
+//! "externalParameters": {"configs": {"train.yaml": {
+//!     "digest": {"sha256": "…", "blake3": "…"},          // the original bytes (= the object)
+//!     "content": "lr: 0.1\nhub_token: ***\n",             // what may be shown: UTF-8, <= 64 KiB
+//!     "contentDigest": {"sha256": "…", "blake3": "…"},   // digests of `content`
+//!     "redacted": ["hub_token"]                           // what `content` hides
+//! }}}
+//! ```
+//!
+//! `content` is [`crate::redact::redact_config`] of the text, then [`crate::redact::home_relative`];
+//! `contentDigest` equals `digest` exactly when the shown text is the original (`redacted` then
+//! is empty; it lists `home directory` when only `$HOME` was hidden). A config that is
+//! not UTF-8 or larger than [`MAX_INLINE_CONFIG`] has only `digest`. The `config:NAME`
+//! dependency carries the same `redacted` list as an annotation. Replay reads the original from
+//! the object store (see `crate::replay::config_bytes`).
+//!
+//! ## No home directory, no user name
+//!
+//! Every string of the predicate (parameters, dependency names, URIs and annotations,
+//! byproduct annotations) goes through [`crate::redact::home_relative`] with `$HOME`: a path
+//! under the home directory is recorded as `~/…` (`file://~/…` in URIs), and replay expands
+//! `~` with its own `$HOME` ([`crate::redact::expand_home_dir`]). trainprov records no user
+//! name, hostname or home directory of its own; a user name inside a path outside the home
+//! directory, a remote URL or an argument is recorded as given. Inline `content` of byproducts
+//! (base64, covered by its digest) and digests are left as they are.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +57,10 @@ use attest::statement::{DigestSet, ResourceDescriptor, Statement};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use attest::statement::digest_set_of;
+
 use crate::git::CodeState;
+use crate::redact::{home_dirs, home_relative, redact_config, RedactedConfig};
 
 /// buildType of wrapped runs (`trainprov run -- CMD`).
 pub const RUN_BUILD_TYPE: &str = "https://trainprov.dev/buildtypes/run/v1";
@@ -34,7 +68,7 @@ pub const RUN_BUILD_TYPE: &str = "https://trainprov.dev/buildtypes/run/v1";
 pub const BUILDER_ID: &str = "https://trainprov.dev/builder/trainprov";
 /// File name of the attestation inside `--out`.
 pub const ATTESTATION_FILE: &str = "provenance.intoto.json";
-/// Inline configs up to this size in `externalParameters`.
+/// Show configs up to this size (redacted) in `externalParameters`.
 pub const MAX_INLINE_CONFIG: usize = 64 * 1024;
 
 /// What kind of input a snapshot is.
@@ -101,7 +135,8 @@ pub struct RecordedFile {
     pub object: Option<String>,
     /// Media type, when known.
     pub media_type: Option<String>,
-    /// UTF-8 content to inline (small configs only).
+    /// UTF-8 text of a small config, kept for [`RecordedFile::shown_config`]; never serialized
+    /// and never put into a Statement as it is.
     #[serde(skip)]
     pub inline_text: Option<String>,
 }
@@ -179,9 +214,31 @@ fn descriptor(file: &RecordedFile, prefix: &str) -> ResourceDescriptor {
     rd
 }
 
+impl RecordedFile {
+    /// The view of a config that may be shown: its text through
+    /// [`crate::redact::redact_config`] and `homes` through [`crate::redact::home_relative`];
+    /// `None` when there is no inline text (binary or larger than [`MAX_INLINE_CONFIG`]).
+    pub fn shown_config(&self, homes: &[String]) -> Option<RedactedConfig> {
+        let text = self.inline_text.as_deref()?;
+        let mut shown = redact_config(&self.name, text);
+        let relative = home_relative(&shown.text, homes);
+        if relative != shown.text {
+            shown.redacted.push("home directory".to_string());
+            shown.text = relative;
+        }
+        Some(shown)
+    }
+}
+
 impl RunRecord {
-    /// The in-toto Statement (SLSA Provenance v1) for this record.
+    /// The in-toto Statement (SLSA Provenance v1) for this record, with paths under `$HOME`
+    /// written `~/…` (see the module docs).
     pub fn to_statement(&self) -> Statement<Provenance> {
+        self.to_statement_for_homes(&home_dirs())
+    }
+
+    /// [`RunRecord::to_statement`] hiding the given home directories.
+    pub fn to_statement_for_homes(&self, homes: &[String]) -> Statement<Provenance> {
         let subject = self
             .products
             .iter()
@@ -190,9 +247,13 @@ impl RunRecord {
         let provenance = Provenance {
             build_definition: BuildDefinition {
                 build_type: self.build_type.clone(),
-                external_parameters: self.external_parameters(),
-                internal_parameters: self.internal.clone(),
-                resolved_dependencies: self.resolved_dependencies(),
+                external_parameters: home_relative_value(self.external_parameters(homes), homes),
+                internal_parameters: home_relative_value(self.internal.clone(), homes),
+                resolved_dependencies: self
+                    .resolved_dependencies(homes)
+                    .into_iter()
+                    .map(|rd| home_relative_descriptor(rd, homes))
+                    .collect(),
             },
             run_details: RunDetails {
                 builder: Builder {
@@ -205,19 +266,28 @@ impl RunRecord {
                     started_on: Some(self.started_on.clone()),
                     finished_on: Some(self.finished_on.clone()),
                 }),
-                byproducts: self.byproducts(),
+                byproducts: self
+                    .byproducts()
+                    .into_iter()
+                    .map(|rd| home_relative_descriptor(rd, homes))
+                    .collect(),
             },
         };
         Statement::new(subject, PROVENANCE_V1, provenance)
     }
 
-    fn external_parameters(&self) -> Value {
+    fn external_parameters(&self, homes: &[String]) -> Value {
         let configs: BTreeMap<&str, Value> = self
             .configs
             .iter()
             .map(|c| {
-                let value = match &c.inline_text {
-                    Some(text) => json!({"content": text, "digest": c.digest}),
+                let value = match c.shown_config(homes) {
+                    Some(shown) => json!({
+                        "digest": c.digest,
+                        "content": shown.text,
+                        "contentDigest": digest_set_of(shown.text.as_bytes()),
+                        "redacted": shown.redacted,
+                    }),
                     None => json!({"digest": c.digest}),
                 };
                 (c.name.as_str(), value)
@@ -240,7 +310,7 @@ impl RunRecord {
         })
     }
 
-    fn resolved_dependencies(&self) -> Vec<ResourceDescriptor> {
+    fn resolved_dependencies(&self, homes: &[String]) -> Vec<ResourceDescriptor> {
         let mut deps = Vec::new();
         if let Some(code) = &self.code {
             deps.push(code_descriptor(&code.state));
@@ -262,7 +332,14 @@ impl RunRecord {
                 .insert("manifestObject".into(), json!(input.manifest_object));
             deps.push(rd);
         }
-        deps.extend(self.configs.iter().map(|c| descriptor(c, "config:")));
+        deps.extend(self.configs.iter().map(|c| {
+            let mut rd = descriptor(c, "config:");
+            if let Some(shown) = c.shown_config(homes).filter(|s| !s.redacted.is_empty()) {
+                rd.annotations
+                    .insert("redacted".into(), json!(shown.redacted));
+            }
+            rd
+        }));
         deps.extend(self.lock_files.iter().map(|l| descriptor(l, "lockfile:")));
         deps.extend(self.related.iter().cloned());
         deps
@@ -285,6 +362,42 @@ impl RunRecord {
         out.push(rd);
         out
     }
+}
+
+/// Every string (and object key) of `value` through [`home_relative`].
+fn home_relative_value(value: Value, homes: &[String]) -> Value {
+    if homes.is_empty() {
+        return value;
+    }
+    match value {
+        Value::String(s) => Value::String(home_relative(&s, homes)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| home_relative_value(v, homes))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (home_relative(&k, homes), home_relative_value(v, homes)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// A descriptor's name, URI, download location and annotations through [`home_relative`]
+/// (digests and base64 `content` are left alone).
+fn home_relative_descriptor(mut rd: ResourceDescriptor, homes: &[String]) -> ResourceDescriptor {
+    rd.name = rd.name.map(|n| home_relative(&n, homes));
+    rd.uri = rd.uri.map(|u| home_relative(&u, homes));
+    rd.download_location = rd.download_location.map(|u| home_relative(&u, homes));
+    rd.annotations = rd
+        .annotations
+        .into_iter()
+        .map(|(k, v)| (k, home_relative_value(v, homes)))
+        .collect();
+    rd
 }
 
 fn code_descriptor(state: &CodeState) -> ResourceDescriptor {

@@ -602,6 +602,509 @@ pub fn filtered_env(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMa
         .collect()
 }
 
+// ----- Structured configs --------------------------------------------------------------------
+
+/// A config file as it may be shown (in a Statement, a BOM, a log): every secret value replaced
+/// by [`REDACTED`]. See [`redact_config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedactedConfig {
+    /// The text to show.
+    pub text: String,
+    /// Where values were replaced, in order: key paths (`hub_token`, `hub.auth.password`,
+    /// `secrets`), or `line N` for a token or URL credential outside a `key: value` line.
+    /// Empty when `text` is the original, byte for byte.
+    pub redacted: Vec<String>,
+}
+
+/// Redacts a config file's text for display. `name` is the file name (only its extension is
+/// used).
+///
+/// - **JSON** (a `.json` name, or text that starts with `{` or `[` and parses as JSON): every
+///   member whose name [`is_secret_name`] flags has its value replaced by `"***"`, whatever its
+///   type (a string, number, array or object: the whole subtree), except `true`, `false`, `null`
+///   and empty values; every other string goes through [`redact_text`]. When something was
+///   replaced, the result is re-serialized (pretty-printed); otherwise the text is kept.
+/// - **Everything else** (YAML, TOML, INI, `.env`, `.properties`, `key=value` files) line by line:
+///   a line `KEY: VALUE`, `KEY = VALUE` or `KEY=VALUE` (optionally quoted `KEY`, a YAML `- `
+///   list marker or a shell `export `) whose `KEY` is secret has its value replaced by `***`
+///   (quotes kept). A secret `KEY` with an empty value or a YAML block indicator (`|`, `>`) hides
+///   every following line indented deeper (a nested mapping or a block scalar); a secret section
+///   header (`[secrets]`, `[hub.auth]`) hides every value up to the next header. Inline tables
+///   and flow mappings (`db = { user = "u", password = "p" }`) are redacted pair by pair. Every
+///   line then goes through [`redact_text`] (URL credentials, known token shapes), comments
+///   included.
+///
+/// Values that cannot be secrets are kept: `true`, `false`, `yes`, `no`, `null`, `~`, `None`
+/// and empty strings, so `use_auth_token: true` stays readable.
+///
+/// ```
+/// use recorder::redact::redact_config;
+/// let shown = redact_config("train.yaml", "lr: 0.1\nhub_token: hf_abc\npush: true\n");
+/// assert_eq!(shown.text, "lr: 0.1\nhub_token: ***\npush: true\n");
+/// assert_eq!(shown.redacted, ["hub_token"]);
+/// ```
+pub fn redact_config(name: &str, text: &str) -> RedactedConfig {
+    let json_name = name.to_ascii_lowercase().ends_with(".json");
+    let json_text = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+    if json_name || json_text {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+            return redact_json_config(text, value);
+        }
+    }
+    redact_config_lines(text)
+}
+
+fn redact_json_config(text: &str, mut value: serde_json::Value) -> RedactedConfig {
+    let mut redacted = Vec::new();
+    redact_json_value(&mut value, "", &mut redacted);
+    if redacted.is_empty() {
+        // Keys are not walked above: a token used as a key is still caught here.
+        let shown = redact_text(text);
+        if shown != text {
+            redacted.push("a key".to_string());
+        }
+        return RedactedConfig {
+            text: shown,
+            redacted,
+        };
+    }
+    let pretty = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
+    let shown = redact_text(&pretty);
+    if shown != pretty {
+        redacted.push("a key".to_string());
+    }
+    RedactedConfig {
+        text: shown,
+        redacted,
+    }
+}
+
+fn json_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn redact_json_value(value: &mut serde_json::Value, path: &str, redacted: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (key, member) in map.iter_mut() {
+                let member_path = json_path(path, key);
+                let hides = match &*member {
+                    Value::Null | Value::Bool(_) => false,
+                    Value::String(s) => is_secret_scalar(s),
+                    Value::Number(_) => true,
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Object(o) => !o.is_empty(),
+                };
+                if hides && is_secret_name(key) {
+                    *member = Value::String(REDACTED.to_string());
+                    redacted.push(member_path);
+                } else {
+                    redact_json_value(member, &member_path, redacted);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                redact_json_value(item, &format!("{path}[{i}]"), redacted);
+            }
+        }
+        Value::String(s) => {
+            let shown = redact_text(s);
+            if shown != *s {
+                *s = shown;
+                redacted.push(if path.is_empty() {
+                    "(root)".to_string()
+                } else {
+                    path.to_string()
+                });
+            }
+        }
+        Value::Bool(_) | Value::Null | Value::Number(_) => {}
+    }
+}
+
+/// Whether a config value (unquoted, comment removed) can hold a secret.
+fn is_secret_scalar(value: &str) -> bool {
+    let bare = value.trim().trim_matches(|c| c == '"' || c == '\'');
+    !bare.is_empty()
+        && !is_boolean_word(bare)
+        && !matches!(
+            bare.to_ascii_lowercase().as_str(),
+            "null" | "~" | "none" | "nil"
+        )
+}
+
+/// A `KEY: VALUE` / `KEY = VALUE` line, split. Byte offsets are into the line.
+struct KeyLine<'a> {
+    key: &'a str,
+    /// Where the value (after the separator and its spaces) starts.
+    value_start: usize,
+}
+
+/// Splits `line` at its first `=` or its first `:` followed by a space or the end of the line,
+/// whichever comes first; `None` when the part before is not key-like.
+fn parse_key_line(line: &str) -> Option<KeyLine<'_>> {
+    let indent = line.len() - line.trim_start().len();
+    let mut start = indent;
+    let rest = &line[start..];
+    for marker in ["- ", "export "] {
+        if rest.starts_with(marker) {
+            start += marker.len();
+            break;
+        }
+    }
+    let body = &line[start..];
+    let bytes = body.as_bytes();
+    let (key, sep) = if let Some(quote) = bytes.first().filter(|b| matches!(**b, b'"' | b'\'')) {
+        let close = body[1..].find(*quote as char)? + 1;
+        let after = body[close + 1..].trim_start();
+        let sep = close + 1 + (body.len() - close - 1 - after.len());
+        if !after.starts_with([':', '=']) {
+            return None;
+        }
+        (&body[1..close], sep)
+    } else {
+        let sep = bytes.iter().enumerate().position(|(i, &b)| {
+            b == b'=' || (b == b':' && bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace()))
+        })?;
+        (body[..sep].trim(), sep)
+    };
+    if key.is_empty()
+        || key.len() > 128
+        || key.starts_with(['#', ';', '[', '{', '-'])
+        || key.contains(['{', '}', '(', ')', '"', '\''])
+    {
+        return None;
+    }
+    let after = &body[sep + 1..];
+    let value_start = start + sep + 1 + (after.len() - after.trim_start().len());
+    Some(KeyLine { key, value_start })
+}
+
+/// The value without a trailing ` # comment` / ` ; comment` (outside quotes).
+fn strip_comment(value: &str) -> &str {
+    let bytes = value.as_bytes();
+    let mut quote: Option<u8> = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None if (b == b'#' || b == b';') && (i == 0 || bytes[i - 1].is_ascii_whitespace()) => {
+                return value[..i].trim_end();
+            }
+            None => {}
+        }
+    }
+    value.trim_end()
+}
+
+/// `***`, quoted like `value` was.
+fn redacted_like(value: &str) -> String {
+    match value.as_bytes().first() {
+        Some(&q @ (b'"' | b'\'')) => format!("{0}{REDACTED}{0}", q as char),
+        _ => REDACTED.to_string(),
+    }
+}
+
+/// Redacts secret pairs of an inline table or flow mapping (`{ user = "u", password = "p" }`).
+fn redact_inline_pairs(value: &str, path: &str, redacted: &mut Vec<String>) -> String {
+    if !value.contains('{') {
+        return value.to_string();
+    }
+    let mut ranges = Vec::new();
+    let mut seg_start = 0;
+    let bytes = value.as_bytes();
+    for i in 0..=bytes.len() {
+        let boundary = i == bytes.len() || matches!(bytes[i], b'{' | b'}' | b',');
+        if !boundary {
+            continue;
+        }
+        let segment = &value[seg_start..i];
+        if let Some(pair) = parse_key_line(segment) {
+            let pair_value = segment[pair.value_start..].trim_end();
+            if is_secret_name(pair.key) && is_secret_scalar(pair_value) {
+                let start = seg_start + pair.value_start;
+                ranges.push((start, start + pair_value.len()));
+                redacted.push(json_path(path, pair.key));
+            }
+        }
+        seg_start = (i + 1).min(bytes.len());
+    }
+    apply_ranges(value, ranges)
+}
+
+/// The line-oriented half of [`redact_config`].
+fn redact_config_lines(text: &str) -> RedactedConfig {
+    let mut out = String::with_capacity(text.len());
+    let mut redacted: Vec<String> = Vec::new();
+    // Open YAML mappings: (indent, key) of keys with an empty value.
+    let mut parents: Vec<(usize, String)> = Vec::new();
+    let mut section = String::new();
+    let mut section_is_secret = false;
+    // A secret key whose value is every following line indented deeper.
+    let mut hidden_below: Option<usize> = None;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let eol = &line[body.len()..];
+        let indent = body.len() - body.trim_start().len();
+        let trimmed = body.trim_start();
+        let is_comment = trimmed.starts_with('#') || trimmed.starts_with(';');
+        if let Some(block_indent) = hidden_below {
+            if trimmed.is_empty() || is_comment {
+                out.push_str(&redact_text(body));
+                out.push_str(eol);
+                continue;
+            }
+            if indent > block_indent {
+                let content = &body[indent..];
+                let keep = parse_key_line(body)
+                    .map(|k| k.value_start)
+                    .filter(|&v| v < body.len())
+                    .unwrap_or(indent + usize::from(content.starts_with("- ")) * 2);
+                out.push_str(&body[..keep]);
+                out.push_str(REDACTED);
+                out.push_str(eol);
+                continue;
+            }
+            hidden_below = None;
+        }
+        if trimmed.starts_with('[') {
+            let name = trimmed.trim_start_matches('[');
+            if let Some(end) = name.find(']') {
+                section = name[..end].trim().trim_matches('"').to_string();
+                section_is_secret = is_secret_name(&section);
+                parents.clear();
+                push_shown(&mut out, &mut redacted, body, n);
+                out.push_str(eol);
+                continue;
+            }
+        }
+        let parsed = if is_comment {
+            None
+        } else {
+            parse_key_line(body)
+        };
+        let Some(pair) = parsed else {
+            push_shown(&mut out, &mut redacted, body, n);
+            out.push_str(eol);
+            continue;
+        };
+        while parents.last().is_some_and(|(i, _)| *i >= indent) {
+            parents.pop();
+        }
+        let mut path = section.clone();
+        for (_, parent) in &parents {
+            path = json_path(&path, parent);
+        }
+        let path = json_path(&path, pair.key);
+        let raw_value = &body[pair.value_start.min(body.len())..];
+        let value = strip_comment(raw_value);
+        let secret = section_is_secret || is_secret_name(pair.key);
+        let block = value.is_empty()
+            || (value.starts_with(['|', '>'])
+                && value[1..]
+                    .bytes()
+                    .all(|b| matches!(b, b'-' | b'+' | b'0'..=b'9')));
+        if secret && block {
+            // The value is the block below (a nested mapping, a list or a block scalar).
+            hidden_below = Some(indent);
+            redacted.push(path);
+            out.push_str(&redact_text(body));
+        } else if secret && is_secret_scalar(value) {
+            out.push_str(&body[..pair.value_start]);
+            out.push_str(&redacted_like(value));
+            redacted.push(path);
+        } else {
+            if value.is_empty() {
+                parents.push((indent, pair.key.to_string()));
+            }
+            let inline = redact_inline_pairs(raw_value, &path, &mut redacted);
+            let line = format!("{}{inline}", &body[..pair.value_start.min(body.len())]);
+            let shown = redact_text(&line);
+            if shown != line && redacted.last() != Some(&path) {
+                redacted.push(path);
+            }
+            out.push_str(&shown);
+        }
+        out.push_str(eol);
+    }
+    RedactedConfig {
+        text: out,
+        redacted,
+    }
+}
+
+/// Appends `body` through [`redact_text`], noting `line N` when something was replaced.
+fn push_shown(out: &mut String, redacted: &mut Vec<String>, body: &str, index: usize) {
+    let shown = redact_text(body);
+    if shown != body {
+        redacted.push(format!("line {}", index + 1));
+    }
+    out.push_str(&shown);
+}
+
+// ----- Home directory ---------------------------------------------------------------------------
+
+/// Bytes after which a path may start inside a larger value (`--data=/home/…`,
+/// `PATH=/a:/home/…`, `"/home/…"`).
+fn path_may_start_after(b: u8) -> bool {
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b'=' | b':'
+                | b','
+                | b';'
+                | b'"'
+                | b'\''
+                | b'('
+                | b'['
+                | b'{'
+                | b'@'
+                | b'<'
+                | b'>'
+                | b'`'
+        )
+}
+
+/// Bytes at which a path may end (or continue with `/`).
+fn path_may_end_at(b: u8) -> bool {
+    b == b'/' || path_may_start_after(b) || matches!(b, b')' | b']' | b'}')
+}
+
+/// Whether a path found at `start..end` of `text` stands on its own: at the start of `text`,
+/// after a delimiter or after `//` (a `file://` URI), and followed by `/`, a delimiter or the
+/// end.
+fn stands_alone(text: &str, start: usize, end: usize) -> bool {
+    let bytes = text.as_bytes();
+    let before =
+        start == 0 || path_may_start_after(bytes[start - 1]) || text[..start].ends_with("//");
+    let after = end == bytes.len() || path_may_end_at(bytes[end]);
+    before && after
+}
+
+/// The home directories to hide: `$HOME` as set and, when it differs, its canonical form,
+/// longest first. Empty when `$HOME` is unset, relative or `/`.
+pub fn home_dirs() -> Vec<String> {
+    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else {
+        return Vec::new();
+    };
+    let mut homes = Vec::new();
+    for candidate in [Some(home.clone()), std::fs::canonicalize(&home).ok()]
+        .into_iter()
+        .flatten()
+    {
+        let text = candidate.display().to_string();
+        let text = text.trim_end_matches('/');
+        if candidate.is_absolute() && !text.is_empty() && !homes.iter().any(|h| h == text) {
+            homes.push(text.to_string());
+        }
+    }
+    homes.sort_by_key(|h| std::cmp::Reverse(h.len()));
+    homes
+}
+
+/// Replaces each of `homes` (absolute directories) with `~` wherever it appears as a whole path
+/// prefix in `text`: `/home/alice/data` -> `~/data`, `file:///home/alice/x` -> `file://~/x`,
+/// `--out=/home/alice/o` -> `--out=~/o`, `/home/alice` -> `~`. `/home/alicia` and
+/// `/mnt/home/alice` are left alone (the match must stand on its own, see the module docs).
+///
+/// ```
+/// use recorder::redact::home_relative;
+/// let homes = ["/home/alice".to_string()];
+/// assert_eq!(home_relative("--data=/home/alice/d", &homes), "--data=~/d");
+/// assert_eq!(home_relative("file:///home/alice/d", &homes), "file://~/d");
+/// assert_eq!(home_relative("/home/alicia/d", &homes), "/home/alicia/d");
+/// ```
+pub fn home_relative(text: &str, homes: &[String]) -> String {
+    let mut text = text.to_string();
+    for home in homes.iter().filter(|h| h.starts_with('/') && h.len() > 1) {
+        let mut ranges = Vec::new();
+        let mut search = 0;
+        while let Some(found) = text[search..].find(home.as_str()) {
+            let start = search + found;
+            let end = start + home.len();
+            if stands_alone(&text, start, end) {
+                ranges.push((start, end));
+                search = end;
+            } else {
+                // `home` starts with the one-byte '/', so start + 1 is a char boundary.
+                search = start + 1;
+            }
+        }
+        if !ranges.is_empty() {
+            let mut out = String::with_capacity(text.len());
+            let mut copied = 0;
+            for (start, end) in ranges {
+                out.push_str(&text[copied..start]);
+                out.push('~');
+                copied = end;
+            }
+            out.push_str(&text[copied..]);
+            text = out;
+        }
+    }
+    text
+}
+
+/// The inverse of [`home_relative`] for one home directory: every `~` standing on its own as a
+/// path prefix (`~`, `~/x`, `--out=~/x`, `file://~/x`) becomes `home`. `a~b` and `~user` are
+/// left alone. With `home` empty, `text` is returned unchanged.
+pub fn expand_home(text: &str, home: &str) -> String {
+    let home = home.trim_end_matches('/');
+    if home.is_empty() || !text.contains('~') {
+        return text.to_string();
+    }
+    let mut ranges = Vec::new();
+    for (i, _) in text.match_indices('~') {
+        if stands_alone(text, i, i + 1) {
+            ranges.push(i);
+        }
+    }
+    let mut out = String::with_capacity(text.len() + ranges.len() * home.len());
+    let mut copied = 0;
+    for i in ranges {
+        out.push_str(&text[copied..i]);
+        out.push_str(home);
+        copied = i + 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// [`expand_home`] with this process's `$HOME` (unchanged when it is unset): how replay turns
+/// a recorded `~/…` path back into one on this machine.
+pub fn expand_home_dir(text: &str) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    expand_home(text, &home)
+}
+
+/// A recorded path from a `file://` URI or a plain path, `~` expanded with this process's
+/// `$HOME` (see [`expand_home_dir`]). `None` for other URI schemes.
+pub fn recorded_path(uri_or_path: &str) -> Option<std::path::PathBuf> {
+    let path = match uri_or_path.strip_prefix("file://") {
+        Some(path) => path,
+        None if uri_or_path.contains("://") => return None,
+        None => uri_or_path,
+    };
+    Some(std::path::PathBuf::from(expand_home_dir(path)))
+}
+
+/// A `--param KEY=VALUE` value as recorded: `***` when `key` is secret (and the value is not a
+/// boolean word), otherwise the value through [`redact_text`].
+pub fn redact_param(key: &str, value: &str) -> String {
+    if is_secret_name(key) && is_secret_scalar(value) {
+        REDACTED.to_string()
+    } else {
+        redact_text(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,5 +1452,168 @@ mod tests {
             assert!(is_allowed_env_name(name), "{name}");
             assert!(!is_secret_name(name), "{name}");
         }
+    }
+
+    fn hf() -> String {
+        format!("hf_{}", "AbCdEfGhIj".repeat(4))
+    }
+
+    #[test]
+    fn issue11_yaml_config_secrets_are_redacted() {
+        let text = format!(
+            "model: llama\n\
+             hub_token: {hf}  # mine\n\
+             push_to_hub: true\n\
+             use_auth_token: true\n\
+             pad_token: \"<pad>\"\n\
+             wandb:\n  project: x\n  api_key: \"{PLANTED}\"\n\
+             secrets:\n  a: {PLANTED}\n  - {PLANTED}\n\
+             password: |\n  {PLANTED}\n  more\n\
+             notes: see https://u:{PLANTED}@host/x\n\
+             eos_token_id: 2\n\
+             # old token {hf}\n",
+            hf = hf()
+        );
+        let shown = redact_config("train.yaml", &text);
+        assert!(!shown.text.contains(PLANTED), "{}", shown.text);
+        assert!(!shown.text.contains(&hf()), "{}", shown.text);
+        assert!(shown.text.contains("hub_token: ***\n"), "{}", shown.text);
+        assert!(
+            shown.text.contains("  api_key: \"***\"\n"),
+            "{}",
+            shown.text
+        );
+        for kept in [
+            "push_to_hub: true",
+            "use_auth_token: true",
+            "pad_token: \"<pad>\"",
+            "eos_token_id: 2",
+            "  project: x",
+            "model: llama",
+        ] {
+            assert!(shown.text.contains(kept), "{kept} kept: {}", shown.text);
+        }
+        assert_eq!(
+            shown.redacted,
+            [
+                "hub_token",
+                "wandb.api_key",
+                "secrets",
+                "password",
+                "notes",
+                "line 17"
+            ]
+        );
+        assert_eq!(shown.text.lines().count(), text.lines().count());
+    }
+
+    #[test]
+    fn issue11_toml_ini_env_config_secrets_are_redacted() {
+        let text = format!(
+            "[train]\nlr = 0.1\nhub.token = \"{PLANTED}\"\n\
+             db = {{ user = \"u\", password = \"{PLANTED}\" }}\n\
+             [credentials]\nuser = \"bob\"\nvalue = '{PLANTED}'\n\
+             [output]\ndir = \"out\"\n"
+        );
+        let shown = redact_config("train.toml", &text);
+        assert!(!shown.text.contains(PLANTED), "{}", shown.text);
+        assert!(shown.text.contains("hub.token = \"***\""), "{}", shown.text);
+        assert!(shown.text.contains("user = \"u\""), "{}", shown.text);
+        assert!(shown.text.contains("dir = \"out\""), "{}", shown.text);
+        assert_eq!(
+            shown.redacted,
+            [
+                "train.hub.token",
+                "train.db.password",
+                "credentials.user",
+                "credentials.value"
+            ]
+        );
+        let env = format!(
+            "export HF_TOKEN={}\nOMP_NUM_THREADS=4\nPGPASSWORD={PLANTED}\n",
+            hf()
+        );
+        let shown = redact_config(".env", &env);
+        assert_eq!(
+            shown.text,
+            "export HF_TOKEN=***\nOMP_NUM_THREADS=4\nPGPASSWORD=***\n"
+        );
+        let ini = format!("[hub]\nendpoint: https://hf.example\nauth_token: {PLANTED}\n");
+        let shown = redact_config("setup.cfg", &ini);
+        assert_eq!(
+            shown.text,
+            "[hub]\nendpoint: https://hf.example\nauth_token: ***\n"
+        );
+    }
+
+    #[test]
+    fn issue11_json_config_secrets_are_redacted_as_a_tree() {
+        let text = format!(
+            r#"{{"lr": 0.1, "hub": {{"token": "{PLANTED}", "repo": "a/b"}},
+               "secrets": {{"x": "{PLANTED}"}}, "pin": 1234, "password": null,
+               "use_auth_token": true, "notes": ["{hf}"]}}"#,
+            hf = hf()
+        );
+        let shown = redact_config("config.json", &text);
+        assert!(!shown.text.contains(PLANTED), "{}", shown.text);
+        assert!(!shown.text.contains(&hf()), "{}", shown.text);
+        let value: serde_json::Value = serde_json::from_str(&shown.text).expect("still JSON");
+        assert_eq!(value["hub"]["token"], "***");
+        assert_eq!(value["hub"]["repo"], "a/b");
+        assert_eq!(value["secrets"], "***");
+        assert_eq!(value["pin"], 1234, "pin is not a secret name");
+        assert!(value["password"].is_null());
+        assert_eq!(value["use_auth_token"], true);
+        assert_eq!(value["notes"][0], "***");
+        let mut redacted = shown.redacted.clone();
+        redacted.sort();
+        assert_eq!(redacted, ["hub.token", "notes[0]", "secrets"]);
+    }
+
+    #[test]
+    fn issue11_example_configs_are_shown_unchanged() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for name in [
+            "examples/tiny-llama/train.toml",
+            "examples/wrap-python/train.toml",
+        ] {
+            let text = std::fs::read_to_string(root.join(name)).expect("example config");
+            let shown = redact_config(name, &text);
+            assert_eq!(shown.redacted, Vec::<String>::new(), "{name}");
+            assert_eq!(shown.text, text, "{name}");
+        }
+        let json = "{\n  \"model_type\": \"llama\",\n  \"num_key_value_heads\": 2\n}\n";
+        assert_eq!(redact_config("config.json", json).text, json);
+    }
+
+    #[test]
+    fn issue11_home_directory_becomes_tilde_and_back() {
+        let homes = ["/home/alice".to_string()];
+        for (recorded, shown) in [
+            ("/home/alice/ws/data", "~/ws/data"),
+            ("/home/alice", "~"),
+            ("file:///home/alice/ws/data", "file://~/ws/data"),
+            ("git+file:///home/alice/repo", "git+file://~/repo"),
+            ("--out=/home/alice/o", "--out=~/o"),
+            ("/usr/bin:/home/alice/bin", "/usr/bin:~/bin"),
+            ("output_dir: \"/home/alice/x\"", "output_dir: \"~/x\""),
+            ("/home/alicia/x", "/home/alicia/x"),
+            ("/mnt/home/alice/x", "/mnt/home/alice/x"),
+            ("relative/home/alice", "relative/home/alice"),
+        ] {
+            assert_eq!(home_relative(recorded, &homes), shown, "{recorded}");
+        }
+        for (shown, replayed) in [
+            ("~/ws/data", "/home/bob/ws/data"),
+            ("~", "/home/bob"),
+            ("file://~/ws/data", "file:///home/bob/ws/data"),
+            ("--out=~/o", "--out=/home/bob/o"),
+            ("a~b", "a~b"),
+            ("~alice/x", "~alice/x"),
+        ] {
+            assert_eq!(expand_home(shown, "/home/bob/"), replayed, "{shown}");
+        }
+        assert_eq!(home_relative("/home/alice/x", &[]), "/home/alice/x");
+        assert_eq!(expand_home("~/x", ""), "~/x");
     }
 }

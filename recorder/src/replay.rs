@@ -76,6 +76,57 @@ pub enum ReplayError {
     /// The record lacks something the replay needs.
     #[error("the record has no {0}; it was not made by `trainprov run` or `trainprov train`")]
     Incomplete(&'static str),
+    /// A config's original bytes are neither in this registry nor given with `--config-file`.
+    #[error(
+        "config {name} (sha256 {sha256}) is not in this registry's object store{}; pass the \
+         original file with --config-file {name}=PATH (its SHA-256 must be {sha256})",
+        redacted_note(redacted)
+    )]
+    MissingConfig {
+        /// The config's recorded name.
+        name: String,
+        /// SHA-256 of its original bytes.
+        sha256: String,
+        /// What the record's shown content hides.
+        redacted: Vec<String>,
+    },
+    /// A `--config-file` does not hold the recorded bytes.
+    #[error(
+        "{}: SHA-256 {actual} does not match the recorded config {name} ({expected}); pass the \
+         file the run used",
+        path.display()
+    )]
+    ConfigMismatch {
+        /// The config's recorded name.
+        name: String,
+        /// The file given.
+        path: PathBuf,
+        /// The recorded SHA-256.
+        expected: String,
+        /// The file's SHA-256.
+        actual: String,
+    },
+    /// A `--config-file NAME=…` names no recorded config.
+    #[error(
+        "--config-file {name}=...: the record has no config named {name} (recorded: {recorded})"
+    )]
+    UnknownConfig {
+        /// The name given.
+        name: String,
+        /// The recorded names, comma-separated.
+        recorded: String,
+    },
+}
+
+fn redacted_note(redacted: &[String]) -> String {
+    if redacted.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " and the record shows it with {} redacted",
+            redacted.join(", ")
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
@@ -106,7 +157,7 @@ pub fn recorded_inputs(predicate: &Value) -> Vec<RecordedInputRef> {
         .iter()
         .filter_map(|dep| {
             let role = dep["annotations"]["role"].as_str()?.to_string();
-            let uri = dep["uri"].as_str()?.strip_prefix("file://")?;
+            let path = crate::redact::recorded_path(dep["uri"].as_str()?)?;
             let name = dep["name"].as_str().unwrap_or_default();
             Some(RecordedInputRef {
                 given: name
@@ -114,7 +165,7 @@ pub fn recorded_inputs(predicate: &Value) -> Vec<RecordedInputRef> {
                     .map(|(_, g)| g.to_string())
                     .unwrap_or_default(),
                 role,
-                path: PathBuf::from(uri),
+                path,
                 blake3: dep["digest"]["blake3"]
                     .as_str()
                     .unwrap_or_default()
@@ -125,6 +176,129 @@ pub fn recorded_inputs(predicate: &Value) -> Vec<RecordedInputRef> {
             })
         })
         .collect()
+}
+
+/// A config the record names (`config:NAME` in `resolvedDependencies`, shown under
+/// `externalParameters.configs.NAME`; see `crate::record`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedConfigRef {
+    /// Recorded name (the path as given, `~/…` under the home directory).
+    pub name: String,
+    /// SHA-256 of the original bytes.
+    pub sha256: String,
+    /// BLAKE3 object holding the original bytes.
+    pub object: Option<String>,
+    /// Keys (or lines) the shown content hides.
+    pub redacted: Vec<String>,
+    /// The shown content, when the record has one.
+    #[serde(skip)]
+    pub shown: Option<String>,
+}
+
+/// The configs a Statement records, in `resolvedDependencies` order.
+pub fn recorded_configs(predicate: &Value) -> Vec<RecordedConfigRef> {
+    let shown = &predicate["buildDefinition"]["externalParameters"]["configs"];
+    dependencies(predicate)
+        .iter()
+        .filter_map(|dep| {
+            let name = dep["name"].as_str()?.strip_prefix("config:")?.to_string();
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            Some(RecordedConfigRef {
+                sha256: dep["digest"]["sha256"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                object: dep["annotations"]["object"].as_str().map(str::to_string),
+                redacted: strings(&dep["annotations"]["redacted"]),
+                shown: shown[&name]["content"].as_str().map(str::to_string),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// Checks that every `--config-file NAME=PATH` names a recorded config.
+pub fn check_supplied_configs(
+    configs: &[RecordedConfigRef],
+    supplied: &[(String, PathBuf)],
+) -> Result<(), ReplayError> {
+    for (name, _) in supplied {
+        if !configs.iter().any(|c| supplied_for(c, name)) {
+            return Err(ReplayError::UnknownConfig {
+                name: name.clone(),
+                recorded: configs
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `--config-file NAME=…` means this config: the recorded name, or the recorded name
+/// with `~` expanded (a shell expands `~/x.yaml=PATH`).
+fn supplied_for(config: &RecordedConfigRef, name: &str) -> bool {
+    config.name == name || crate::redact::expand_home_dir(&config.name) == name
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    attest::statement::digest_set_of(bytes)
+        .get("sha256")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The original bytes of a recorded config, from the first source that has them:
+/// 1. a `--config-file NAME=PATH` the user gave (its SHA-256 must match the record);
+/// 2. the registry's object store (the `object` annotation; content-addressed, so checked);
+/// 3. the record's own shown `content`, when its SHA-256 is the recorded one (nothing was
+///    redacted), so a record copied to another host without its registry still replays.
+///
+/// Otherwise [`ReplayError::MissingConfig`] names the config, its SHA-256, what was redacted
+/// and the `--config-file` option to pass.
+pub fn config_bytes(
+    config: &RecordedConfigRef,
+    objects: &ObjectStore,
+    supplied: &[(String, PathBuf)],
+) -> Result<Vec<u8>, ReplayError> {
+    if let Some((_, path)) = supplied.iter().find(|(n, _)| supplied_for(config, n)) {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let actual = sha256_hex(&bytes);
+        if actual != config.sha256 {
+            return Err(ReplayError::ConfigMismatch {
+                name: config.name.clone(),
+                path: path.clone(),
+                expected: config.sha256.clone(),
+                actual,
+            });
+        }
+        return Ok(bytes);
+    }
+    if let Some(bytes) = config.object.as_deref().and_then(|o| objects.get(o).ok()) {
+        if sha256_hex(&bytes) == config.sha256 {
+            return Ok(bytes);
+        }
+    }
+    if let Some(shown) = &config.shown {
+        if sha256_hex(shown.as_bytes()) == config.sha256 {
+            return Ok(shown.clone().into_bytes());
+        }
+    }
+    Err(ReplayError::MissingConfig {
+        name: config.name.clone(),
+        sha256: config.sha256.clone(),
+        redacted: config.redacted.clone(),
+    })
 }
 
 /// `resolvedDependencies` of a provenance predicate.
@@ -274,7 +448,9 @@ pub fn restore_code(
     let commit = code["digest"]["gitCommit"]
         .as_str()
         .ok_or(ReplayError::Incomplete("git commit"))?;
-    let recorded_root = code["annotations"]["root"].as_str().map(PathBuf::from);
+    let recorded_root = code["annotations"]["root"]
+        .as_str()
+        .and_then(crate::redact::recorded_path);
     let repo = recorded_root
         .filter(|r| r.join(".git").exists())
         .unwrap_or_else(|| repo_hint.to_path_buf());

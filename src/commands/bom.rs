@@ -228,11 +228,14 @@ fn model_configs(
         let recorded = manifests
             .get(&input.blake3)
             .and_then(|files| files.iter().find(|f| f.name == "config.json"));
-        let root = input.uri.as_deref().and_then(|u| u.strip_prefix("file://"));
+        let root = input
+            .uri
+            .as_deref()
+            .and_then(recorder::redact::recorded_path);
         let (Some(recorded), Some(root)) = (recorded, root) else {
             continue;
         };
-        let path = Path::new(root).join("config.json");
+        let path = root.join("config.json");
         let same = recorded.size.is_some_and(|s| s <= MAX_CONFIG)
             && recorder::file_digest::blake3_file(&path).ok().as_ref() == Some(&recorded.blake3);
         let config = same

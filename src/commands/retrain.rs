@@ -21,7 +21,6 @@ use recorder::replay::{
 };
 use recorder::runner::{execute, finalize, mark_failed, prepare, snapshot_input, RunSpec};
 use serde_json::{json, Value};
-use trainer::config::TrainConfig;
 
 use crate::cli::RetrainArgs;
 use crate::commands::run::{sign_products, versions};
@@ -66,6 +65,11 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
     let original = verify_original(args)?;
     let signing = crate::commands::signing_keys(&args.sign_keys)?;
     let roots = parse_roots(&args.data_roots)?;
+    recorder::replay::check_supplied_configs(
+        &recorder::replay::recorded_configs(original.predicate()),
+        &parse_config_files(&args.config_files)?,
+    )
+    .or_input()?;
     let exclusions = Exclusions::new(&args.exclude).or_input()?;
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
@@ -184,6 +188,44 @@ fn parse_roots(raw: &[String]) -> Result<Vec<(PathBuf, PathBuf)>, CliError> {
             Ok((PathBuf::from(old), std::path::absolute(new).or_input()?))
         })
         .collect()
+}
+
+/// `--config-file NAME=PATH` values.
+fn parse_config_files(raw: &[String]) -> Result<Vec<(String, PathBuf)>, CliError> {
+    raw.iter()
+        .map(|item| {
+            let (name, path) = item
+                .rsplit_once('=')
+                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                .ok_or_else(|| {
+                    CliError::input(anyhow!(
+                        "--config-file '{item}': expected NAME=PATH, NAME as the record names the config"
+                    ))
+                })?;
+            Ok((name.to_string(), PathBuf::from(path)))
+        })
+        .collect()
+}
+
+/// The original bytes of a recorded config (`--config-file`, the object store, or the record
+/// when nothing was redacted): see `recorder::replay::config_bytes`.
+fn original_config(
+    dep: &Value,
+    predicate: &Value,
+    registry: &Registry,
+    config_files: &[String],
+) -> Result<Vec<u8>, CliError> {
+    let name = dep["name"].as_str().unwrap_or_default();
+    let config = recorder::replay::recorded_configs(predicate)
+        .into_iter()
+        .find(|c| name.strip_prefix("config:") == Some(c.name.as_str()))
+        .ok_or_else(|| CliError::input(anyhow!("the record has no config {name}")))?;
+    recorder::replay::config_bytes(
+        &config,
+        registry.objects(),
+        &parse_config_files(config_files)?,
+    )
+    .or_input()
 }
 
 /// Re-snapshots every recorded input where it is now and reports what changed since the record.
@@ -347,13 +389,12 @@ fn replay_trainer(
         .iter()
         .find(|d| d["name"].as_str().is_some_and(|n| n.starts_with("config:")))
         .ok_or_else(|| CliError::input(anyhow!("{name}: the record holds no training config")))?;
-    let object = config_dep["annotations"]["object"]
-        .as_str()
-        .unwrap_or_default();
-    let text = registry
-        .objects()
-        .get(object)
-        .map_err(|e| CliError::input(anyhow!("{name}: {e}")))?;
+    let text = original_config(
+        config_dep,
+        original.predicate(),
+        registry,
+        &args.config_files,
+    )?;
     let file_name = config_dep["name"]
         .as_str()
         .and_then(|n| Path::new(n).file_name().map(|f| f.to_owned()));
@@ -361,7 +402,7 @@ fn replay_trainer(
     std::fs::create_dir_all(&config_dir).or_input()?;
     let config_path = config_dir.join(file_name.unwrap_or_else(|| "train.toml".into()));
     std::fs::write(&config_path, &text).or_input()?;
-    let mut config = TrainConfig::from_file(&config_path).or_input()?;
+    let mut config = crate::commands::train::read_config(&config_path)?;
 
     let mut excluded = Vec::new();
     let mut input_names = BTreeMap::new();
@@ -469,9 +510,11 @@ fn replay_wrapped(
         .iter()
         .find(|d| d["name"] == "code")
         .and_then(|d| d["annotations"]["root"].as_str())
-        .map(PathBuf::from)
+        .and_then(recorder::redact::recorded_path)
         .unwrap_or_default();
-    let recorded_cwd = PathBuf::from(external["cwd"].as_str().unwrap_or_default());
+    let recorded_cwd = PathBuf::from(recorder::redact::expand_home_dir(
+        external["cwd"].as_str().unwrap_or_default(),
+    ));
     let run_cwd = worktree.join(recorded_cwd.strip_prefix(&root).unwrap_or(Path::new("")));
 
     let mut inputs = Vec::new();
@@ -500,12 +543,19 @@ fn replay_wrapped(
         inputs.push((role, place));
     }
     check_exclusions_matched(exclusions, &excluded)?;
-    let configs = restore_configs(predicate, registry, &run_cwd, &mut input_names)?;
+    let configs = restore_configs(
+        predicate,
+        registry,
+        &run_cwd,
+        &mut input_names,
+        &args.config_files,
+    )?;
     let argv: Vec<OsString> = external["argv"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|v| v.as_str().map(OsString::from))
+                .filter_map(|v| v.as_str())
+                .map(|arg| OsString::from(recorder::redact::expand_home_dir(arg)))
                 .collect()
         })
         .unwrap_or_default();
@@ -603,16 +653,14 @@ fn restore_configs(
     registry: &Registry,
     run_cwd: &Path,
     names: &mut BTreeMap<PathBuf, String>,
+    config_files: &[String],
 ) -> Result<Vec<PathBuf>, CliError> {
     let mut paths = Vec::new();
     for dep in recorder::replay::dependencies(predicate) {
         let Some(name) = dep["name"].as_str().and_then(|n| n.strip_prefix("config:")) else {
             continue;
         };
-        let Some(object) = dep["annotations"]["object"].as_str() else {
-            continue;
-        };
-        let bytes = registry.objects().get(object).or_input()?;
+        let bytes = original_config(&dep, predicate, registry, config_files)?;
         let path = run_cwd.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).or_input()?;

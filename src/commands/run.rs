@@ -94,11 +94,7 @@ fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError> {
                 "--param '{item}': expected KEY=VALUE, e.g. --param lr=3e-4"
             )));
         };
-        let value = if recorder::redact::is_secret_name(key) {
-            "***".to_string()
-        } else {
-            value.to_string()
-        };
+        let value = recorder::redact::redact_param(key, value);
         params.insert(key.trim().to_string(), value);
     }
     Ok(params)

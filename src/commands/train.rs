@@ -34,7 +34,7 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
         .clone()
         .ok_or_else(|| CliError::input(anyhow!("CONFIG.toml is required")))?;
     let keys = crate::commands::signing_keys(&args.keys)?;
-    let mut config = TrainConfig::from_file(&config_path).or_input()?;
+    let mut config = read_config(&config_path)?;
     let config_dir = config_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -60,6 +60,15 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
     };
     let trained = train_and_record(&job, &keys, &mut registry)?;
     Ok(trained.report(registry.dir()))
+}
+
+/// Reads a training config. A parse error quotes the offending line, which may hold a secret
+/// (an unknown `hub_token = "…"` key): the message is redacted like a shown config.
+pub fn read_config(path: &Path) -> Result<TrainConfig, CliError> {
+    TrainConfig::from_file(path).map_err(|e| {
+        let shown = recorder::redact::redact_config("", &e.to_string());
+        CliError::input(anyhow!("{}", shown.text))
+    })
 }
 
 /// A training run to record.
@@ -239,7 +248,9 @@ fn params_of(config: &TrainConfig) -> BTreeMap<String, String> {
                         serde_json::Value::String(s) => s,
                         other => other.to_string(),
                     };
-                    params.insert(format!("{section}.{key}"), text);
+                    let name = format!("{section}.{key}");
+                    let text = recorder::redact::redact_param(&name, &text);
+                    params.insert(name, text);
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! detect its kind, check the signature against the trusted keys, only then read the Statement,
 //! and finally compare real files with what it says.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
@@ -629,8 +629,7 @@ fn check_inputs(
         let name = dep["name"].as_str().unwrap_or_default().to_string();
         let Some(path) = dep["uri"]
             .as_str()
-            .and_then(|u| u.strip_prefix("file://"))
-            .map(PathBuf::from)
+            .and_then(recorder::redact::recorded_path)
         else {
             continue;
         };
