@@ -401,7 +401,8 @@ pub struct RunArgs {
     /// An adapter directory the command uses. Repeatable.
     #[arg(long = "adapter", value_name = "PATH")]
     pub adapters: Vec<PathBuf>,
-    /// A config file; its content is stored. Repeatable.
+    /// A config file; its content is stored in the registry and recorded by digest, the
+    /// attestation shows it only with secret-named values and tokens redacted. Repeatable.
     #[arg(long = "config", value_name = "FILE")]
     pub configs: Vec<PathBuf>,
     /// A hyperparameter to record, as KEY=VALUE. Repeatable.

@@ -3,7 +3,7 @@
 //!
 //! Everything trainprov records about a run ends up in a signed attestation and in the registry,
 //! both of which are meant to be shared. A secret that slips in cannot be taken back, so this
-//! module errs on the side of redacting too much. It works in three layers:
+//! module errs on the side of redacting too much. It works in these layers:
 //!
 //! 1. **Environment variables** pass through an allow-list ([`ENV_ALLOW_LIST`]): only names
 //!    that influence results (threads, determinism switches, locale, toolchain, interpreter) are
@@ -15,6 +15,13 @@
 //!    text and the values of secret-named query and fragment parameters;
 //!    [`redact_known_tokens`] replaces tokens whose shape is published by their issuer (GitHub,
 //!    Hugging Face, AWS, ...), wherever they appear. [`redact_text`] does both.
+//!
+//! 4. **Config files**: [`redact_config`] gives the view of a config that may be shown
+//!    (YAML, TOML, INI, `.env` line by line; JSON as a tree): values of secret-named keys and
+//!    of whole secret sections or nested blocks become `***`, and it lists what it hid. The
+//!    original bytes are only stored, never shown (see `crate::record`).
+//! 5. **Home directory**: [`home_relative`] writes paths under `$HOME` as `~/…` in what is
+//!    recorded; [`expand_home_dir`] turns them back on replay.
 //!
 //! Command lines are handled by [`redact_arg`] and [`redact_argv`], which understand
 //! `--flag=value`, `--flag value`, `NAME=value` (shell and Hydra style) and
