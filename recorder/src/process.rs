@@ -20,17 +20,19 @@
 //!   [`LOG_KEEP_ENV`] in bytes). When output was dropped, a line between the two parts says how
 //!   many bytes were omitted and how many the command wrote in all; [`LogSummary`] reports the
 //!   same numbers to the caller.
-//! - The child runs in its own process group. SIGINT, SIGTERM and SIGHUP sent to the wrapper
-//!   (including Ctrl-C at the terminal, which reaches only the wrapper's group) are forwarded
-//!   once to the child's whole group, so `sh -c 'python train.py'` stops as a unit.
-//! - **A wrapper that dies (even by SIGKILL) takes the child's group with it.** A watchdog, `sh`
-//!   in a process group of its own, reads a pipe whose only writer is the wrapper. When the
-//!   child has ended the wrapper writes `done`; if the pipe closes without it (the wrapper died),
-//!   the watchdog sends SIGTERM to the child's group and SIGKILL one second later. This needs no
-//!   `unsafe` (a parent-death signal would have to be set between fork and exec) and covers every
-//!   process of the group, not only the direct child. Not covered: a descendant that leaves the
-//!   group (`setsid`), and a wrapper killed in the instant between starting the child and
-//!   starting the watchdog.
+//! - The child runs in a process group of its own, apart from the wrapper's. SIGINT, SIGTERM
+//!   and SIGHUP sent to the wrapper (including Ctrl-C at the terminal, which reaches only the
+//!   wrapper's group) are forwarded once to the child's whole group, so
+//!   `sh -c 'python train.py'` stops as a unit.
+//! - **A wrapper that dies (even by SIGKILL) takes the child's group with it.** Before the child,
+//!   the wrapper starts a watchdog: `sh` leading a new process group, which the child then joins,
+//!   ignoring the signals forwarded to that group and reading a pipe whose only writer is the
+//!   wrapper. When the child has ended the wrapper writes `done`; if the pipe closes without it
+//!   (the wrapper died), the watchdog sends SIGTERM to the group and SIGKILL one second later.
+//!   This needs no `unsafe` (a parent-death signal would have to be set between fork and exec),
+//!   has no window in which the child runs unwatched, and covers every process of the group, not
+//!   only the direct child. Not covered: a descendant that leaves the group (`setsid`). Without
+//!   `/bin/sh` the run goes on unwatched, with a warning, the child leading its own group.
 //! - Peak RSS is `getrusage(RUSAGE_CHILDREN)`'s maximum after the child is reaped, so it covers
 //!   the child and every descendant it waited for. The wrapper must not have run other children
 //!   before (environment probes run afterwards for this reason; the watchdog is reaped only after
@@ -299,17 +301,19 @@ pub fn run_logged(
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The watchdog starts first and leads the group the child joins, so there is no moment at
+    // which the child runs unwatched.
+    let mut watchdog = Watchdog::start();
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
-        command.process_group(0);
+        command.process_group(watchdog.as_ref().map_or(0, Watchdog::group));
     }
     let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
-    let pid = child.id() as i32;
-    let mut watchdog = Watchdog::start(pid);
+    let pid = watchdog.as_ref().map_or(child.id() as i32, Watchdog::group);
     let forwarded = Arc::new(AtomicI32::new(0));
     let forwarder = {
         let forwarded = Arc::clone(&forwarded);
@@ -370,12 +374,14 @@ pub fn run_logged(
     })
 }
 
-/// The watchdog's script: `$1` is the child's process group. See the module docs.
-const WATCHDOG_SCRIPT: &str = r#"IFS= read -r line
+/// The watchdog's script. It leads the child's process group and ignores the signals forwarded
+/// to that group; see the module docs.
+const WATCHDOG_SCRIPT: &str = r#"trap '' INT TERM HUP
+IFS= read -r line
 [ "$line" = done ] && exit 0
-kill -s TERM -- "-$1" 2>/dev/null || exit 0
+kill -s TERM -- "-$$" 2>/dev/null
 sleep 1
-kill -s KILL -- "-$1" 2>/dev/null
+kill -s KILL -- "-$$" 2>/dev/null
 exit 0"#;
 
 /// A process that stops the child's group when the wrapper dies (see the module docs).
@@ -384,20 +390,20 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the watchdog for process group `group`; `None` (after a warning) where `/bin/sh`
+    /// Starts the watchdog in a new process group; `None` (after a warning) where `/bin/sh`
     /// cannot be started.
-    fn start(group: i32) -> Option<Watchdog> {
+    fn start() -> Option<Watchdog> {
         let mut command = Command::new("/bin/sh");
         command
             .args(["-c", WATCHDOG_SCRIPT, "trainprov-watchdog"])
-            .arg(group.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt as _;
-            // Its own group: Ctrl-C at the terminal must not stop it.
+            // A group of its own (Ctrl-C at the terminal reaches only the wrapper's), which the
+            // child joins.
             command.process_group(0);
         }
         match command.spawn() {
@@ -409,6 +415,11 @@ impl Watchdog {
                 None
             }
         }
+    }
+
+    /// The process group it leads, which the child joins.
+    fn group(&self) -> i32 {
+        i32::try_from(self.process.id()).unwrap_or(i32::MAX)
     }
 
     /// The child has ended: tell the watchdog to exit without killing anything, and reap it.
