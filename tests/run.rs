@@ -492,7 +492,7 @@ fn killed_wrapper_leaves_a_consistent_registry_and_no_attestation() {
         leftovers.iter().all(|n| !n.contains("provenance")),
         "{leftovers:?}"
     );
-    // The orphaned `sleep` belongs to the killed wrapper's child group; stop it.
+    // The command's group is stopped by the watchdog (tests/run_lifecycle.rs checks that).
     let list = ws
         .run(&[
             "registry",

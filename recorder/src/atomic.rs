@@ -6,19 +6,37 @@ use std::path::{Path, PathBuf};
 /// Writes `bytes` to `path` through a temporary file in the same directory: create, write,
 /// fsync, rename over `path` (tempfile's `persist`), fsync the directory. On error the temporary
 /// file is removed and `path` is untouched.
+///
+/// The file gets mode 0644: records and signatures are meant to be shared. Files inside the
+/// registry use [`write_atomic_private`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with mode 0600, for files inside the (private) registry.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, crate::paths::PRIVATE_FILE_MODE)
+}
+
+/// Prefix of the temporary files [`write_atomic`] creates beside their target. A file with this
+/// prefix at the top of a run's output directory is trainprov's own (left by a killed writer),
+/// never a product.
+pub const TEMP_PREFIX: &str = ".trainprov-";
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mut builder = tempfile::Builder::new();
-    // tempfile creates files with mode 0600; records and signatures are meant to be shared.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
+        builder.permissions(std::fs::Permissions::from_mode(mode));
     }
-    let mut file = builder.prefix(".trainprov-").tempfile_in(&dir)?;
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = builder.prefix(TEMP_PREFIX).tempfile_in(&dir)?;
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;

@@ -2,13 +2,15 @@
 //! uncommitted diff, data manifests, the environment record, logs, pip freeze), each stored once
 //! under its BLAKE3 digest.
 //!
-//! Layout: `REGISTRY/objects/<first two hex digits>/<remaining 62 hex digits>`. Objects are
-//! written atomically and never modified; reading re-hashes and refuses an object whose bytes no
+//! Layout: `REGISTRY/objects/<first two hex digits>/<remaining 62 hex digits>`, directories mode
+//! 0700 and files mode 0600 (the registry is private). Objects are written atomically and never
+//! modified; reading re-hashes and refuses an object whose bytes no
 //! longer match its name.
 
 use std::path::{Path, PathBuf};
 
-use crate::atomic::write_atomic;
+use crate::atomic::write_atomic_private;
+use crate::paths::create_private_dir_all;
 
 /// Errors of the object store.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +86,9 @@ impl ObjectStore {
             source,
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
+            create_private_dir_all(parent).map_err(io)?;
         }
-        write_atomic(&path, bytes).map_err(io)?;
+        write_atomic_private(&path, bytes).map_err(io)?;
         Ok(digest)
     }
 

@@ -7,6 +7,11 @@
 //! 2. the `TRAINPROV_REGISTRY` environment variable;
 //! 3. `.trainprov/` at the root of the git work tree containing the current directory;
 //! 4. `.trainprov/` in the current directory.
+//!
+//! The registry is private: trainprov creates its directories with mode 0700 and its files with
+//! mode 0600 ([`create_private_dir_all`], [`ensure_private_file`],
+//! [`crate::atomic::write_atomic_private`]), and tightens an existing registry directory, its
+//! databases and their WAL/SHM files to those modes when it opens them.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +31,71 @@ pub fn registry_dir(explicit: Option<&Path>, cwd: &Path) -> PathBuf {
     match git_root(cwd) {
         Some(root) => root.join(REGISTRY_DIR),
         None => cwd.join(REGISTRY_DIR),
+    }
+}
+
+/// Mode of every directory trainprov creates inside the registry.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every file trainprov creates inside the registry.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with mode 0700 (before the umask, which can only
+/// remove bits). Existing directories are left as they are.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(PRIVATE_DIR_MODE);
+    }
+    builder.create(dir)
+}
+
+/// Sets `path`'s mode to `mode` when it exists with any other permission bits set; a missing
+/// file is not an error.
+pub fn restrict_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// Makes sure the file at `path` exists with mode 0600: creates it empty if missing (SQLite
+/// treats an empty file as a new database, and gives its WAL and SHM files the database file's
+/// mode), otherwise restricts its mode and that of its `-wal` and `-shm` companions where this
+/// user may (a registry owned by someone else is read as it is).
+pub fn ensure_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(PRIVATE_FILE_MODE);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = restrict_mode(path, PRIVATE_FILE_MODE);
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut companion = path.as_os_str().to_owned();
+                companion.push(suffix);
+                let _ = restrict_mode(Path::new(&companion), PRIVATE_FILE_MODE);
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

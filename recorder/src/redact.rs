@@ -22,6 +22,9 @@
 //!    original bytes are only stored, never shown (see `crate::record`).
 //! 5. **Home directory**: [`home_relative`] writes paths under `$HOME` as `~/…` in what is
 //!    recorded; [`expand_home_dir`] turns them back on replay.
+//! Stored command output goes through [`redact_log_text`]: the values of secret-named
+//! environment variables ([`secret_env_values`]) and of secret command-line arguments
+//! ([`secret_argv_values`]) are replaced wherever they appear, then [`redact_text`] applies.
 //!
 //! Command lines are handled by [`redact_arg`] and [`redact_argv`], which understand
 //! `--flag=value`, `--flag value`, `NAME=value` (shell and Hydra style) and
@@ -1110,6 +1113,68 @@ pub fn redact_param(key: &str, value: &str) -> String {
     } else {
         redact_text(value)
     }
+/// Shortest value redacted by value in logs ([`secret_env_values`]): shorter values (`1`,
+/// `true`, a port) would blank out unrelated text.
+pub const MIN_SECRET_VALUE_LEN: usize = 6;
+
+/// The values of the variables in `vars` whose name [`is_secret_name`] flags (allow-listed or
+/// not), for redaction by value ([`redact_secret_values`]): `HF_TOKEN`'s value, whatever its
+/// shape. Values shorter than [`MIN_SECRET_VALUE_LEN`] and boolean words are left out. Longest
+/// first, without duplicates.
+pub fn secret_env_values(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut values: Vec<String> = vars
+        .into_iter()
+        .filter(|(name, value)| {
+            is_secret_name(name)
+                && value.chars().count() >= MIN_SECRET_VALUE_LEN
+                && !is_boolean_word(value)
+        })
+        .map(|(_, value)| value)
+        .collect();
+    values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    values.dedup();
+    values
+}
+
+/// The values [`redact_argv`] hides in `argv` (`--api-key VALUE`, `--token=VALUE`,
+/// `HF_TOKEN=VALUE`, `Authorization: VALUE`), for redaction by value; same length rule as
+/// [`secret_env_values`].
+pub fn secret_argv_values(argv: &[String]) -> Vec<String> {
+    let mut values = Vec::new();
+    for (raw, shown) in argv.iter().zip(redact_argv(argv)) {
+        let value = if shown == REDACTED && raw != REDACTED {
+            Some(raw.as_str())
+        } else if let Some(name) = shown.strip_suffix(&format!("={REDACTED}")) {
+            raw.strip_prefix(name).and_then(|v| v.strip_prefix('='))
+        } else if let Some(name) = shown.strip_suffix(&format!(": {REDACTED}")) {
+            raw.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(':'))
+                .map(str::trim)
+        } else {
+            None
+        };
+        if let Some(value) = value.filter(|v| v.chars().count() >= MIN_SECRET_VALUE_LEN) {
+            values.push(value.to_string());
+        }
+    }
+    values
+}
+
+/// Replaces every occurrence of each of `secrets` in `text` with [`REDACTED`]. Give the longest
+/// first (as [`secret_env_values`] does) so that a secret containing another is replaced whole.
+pub fn redact_secret_values(text: &str, secrets: &[String]) -> String {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if out.contains(secret.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(secret.as_str(), REDACTED));
+        }
+    }
+    out.into_owned()
+}
+
+/// What stored command output goes through: [`redact_secret_values`], then [`redact_text`].
+pub fn redact_log_text(text: &str, secrets: &[String]) -> String {
+    redact_text(&redact_secret_values(text, secrets))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! Layout of a registry directory (default `.trainprov/` at the git root):
 //! ```text
-//! .trainprov/
+//! .trainprov/          mode 0700; every file in it 0600 (crate::paths)
 //!   .gitignore          "*": the registry never shows up as an uncommitted change
 //!   registry.sqlite     this database (WAL mode)
 //!   objects/            crate::objects::ObjectStore
@@ -385,12 +385,22 @@ impl Registry {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        let db_path = dir.join(DATABASE_FILE);
+        // Private: a registry trainprov creates, or one it already holds a database in, is
+        // tightened to 0700 (an existing directory given by mistake is left alone).
+        if !dir.exists() || db_path.exists() {
+            crate::paths::create_private_dir_all(dir).map_err(io)?;
+            // Best effort: someone else's registry is read as it is.
+            let _ = crate::paths::restrict_mode(dir, crate::paths::PRIVATE_DIR_MODE);
+        } else {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let gitignore = dir.join(".gitignore");
         if !gitignore.exists() {
-            std::fs::write(&gitignore, "*\n").map_err(io)?;
+            crate::paths::create_private_dir_all(&dir.join("runs")).map_err(io)?;
+            crate::atomic::write_atomic_private(&gitignore, b"*\n").map_err(io)?;
         }
-        let db_path = dir.join(DATABASE_FILE);
+        crate::paths::ensure_private_file(&db_path).map_err(io)?;
         let sql = |source| RegistryError::Sqlite {
             path: db_path.clone(),
             source,

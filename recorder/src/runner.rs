@@ -5,7 +5,20 @@
 //! 2. [`execute`]: run the command (teed, signals forwarded), then capture the environment and
 //!    digest the products, giving a [`Finished`] run with its [`RunRecord`].
 //! 3. [`finalize`]: after the caller has (or has not) signed the record, finalise the registry row
-//!    with status, outputs and the attestation, in one transaction.
+//!    with status, outputs and the attestation, in one transaction, and only then publish the
+//!    signatures.
+//!
+//! **Interruption.** The caller signs into pending files ([`pending_path`]:
+//! `OUT/.trainprov-pending-provenance.intoto.json` and `OUT/.trainprov-pending-model.sig`);
+//! [`finalize`] renames them to their real names only after the registry row says `succeeded`.
+//! A wrapper killed at any point before that leaves no signature under a name `verify` or
+//! `model_signing` looks at, and a run shown as `abandoned`. [`prepare`] removes what such a
+//! run left in `OUT` (an old attestation and model signature, pending files, and the temporary
+//! files of [`crate::atomic`], all named `.trainprov-*`), and [`digest_products`] never counts
+//! `.trainprov-*` files at the top of `OUT` as products.
+//!
+//! **The output directory** must not be, or contain, the working directory, the registry or a
+//! git repository (`--out .` would sign `.git` and the registry): [`check_out_dir`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -111,6 +124,101 @@ pub enum RunError {
     /// Walking the output directory failed.
     #[error(transparent)]
     Tree(#[from] crate::model_tree::TreeError),
+    /// The output directory would sign what is not a product.
+    #[error("{}: --out {reason}; choose a separate directory for the products, e.g. --out out", out.display())]
+    OutDir {
+        /// The output directory as given.
+        out: PathBuf,
+        /// What it contains.
+        reason: String,
+    },
+}
+
+/// Prefix of the names signatures are written under until [`finalize`] publishes them.
+pub const PENDING_PREFIX: &str = ".trainprov-pending-";
+
+/// Where a signature file (`OUT/provenance.intoto.json`, `OUT/model.sig`) is written before the
+/// registry commit: `OUT/.trainprov-pending-<name>`.
+pub fn pending_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{PENDING_PREFIX}{name}"))
+}
+
+/// trainprov's own files at the top of `out` (pending signatures, temporary files of an
+/// interrupted atomic write): names starting with `.trainprov-`. Never products.
+pub fn own_temp_files(out: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(crate::atomic::TEMP_PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `path` made absolute, `.` and `..` removed, and its longest existing ancestor resolved
+/// through symlinks.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    let mut existing = normal.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = existing.canonicalize() {
+            real.extend(rest.iter().rev());
+            return real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return normal,
+        }
+    }
+}
+
+/// Refuses an output directory whose signing would cover more than the products: one that is
+/// or contains the working directory `cwd` (`--out .`, `--out ..`), contains the registry,
+/// is or contains a git repository, or lies inside a `.git` directory.
+pub fn check_out_dir(out: &Path, cwd: &Path, registry: &Path) -> Result<(), RunError> {
+    let o = resolved(out);
+    let refuse = |reason: &str| {
+        Err(RunError::OutDir {
+            out: out.to_path_buf(),
+            reason: reason.to_string(),
+        })
+    };
+    if resolved(cwd).starts_with(&o) {
+        return refuse(
+            "is or contains the working directory, so its code would be signed as products",
+        );
+    }
+    if resolved(registry).starts_with(&o) {
+        return refuse("contains the trainprov registry");
+    }
+    if o.components().any(|c| c.as_os_str() == ".git") {
+        return refuse("is inside a .git directory");
+    }
+    if o.join(".git").exists() {
+        return refuse("is the root of a git repository, so .git would be signed as a product");
+    }
+    Ok(())
 }
 
 /// A run whose inputs are captured and whose row says `running`.
@@ -255,6 +363,7 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
         None => std::env::current_dir().map_err(io_err(Path::new(".")))?,
     };
     let out = std::path::absolute(&spec.out).map_err(io_err(&spec.out))?;
+    check_out_dir(&spec.out, &cwd, registry.dir())?;
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     remove_stale_attestation(&out)?;
     let objects = registry.objects().clone();
@@ -380,10 +489,13 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
     })
 }
 
-/// A previous run's attestation in `out` would describe other products: remove it before the
-/// command runs (the old run stays in the registry).
+/// A previous run's attestation in `out` would describe other products, and files an
+/// interrupted run left (pending signatures, temporary files) would become products: remove them
+/// before the command runs (the old run stays in the registry).
 fn remove_stale_attestation(out: &Path) -> Result<(), RunError> {
-    for name in [ATTESTATION_FILE, SIGNATURE_FILE] {
+    let mut names = vec![ATTESTATION_FILE.to_string(), SIGNATURE_FILE.to_string()];
+    names.extend(own_temp_files(out));
+    for name in names {
         let path = out.join(name);
         if path.is_file() {
             eprintln!(
@@ -522,14 +634,17 @@ pub fn complete(
     })
 }
 
-/// Digests every file under `out` except the attestation and model signature, by the rules of
+/// Digests every file under `out` except the attestation and model signature, and trainprov's own
+/// temporary files ([`own_temp_files`]),by the rules of
 /// [`crate::model_tree`] that `model.sig` is signed by, so the two always list the same files: a
 /// symlink is recorded by the content it resolves to, a link to a directory inside `out` (say
 /// `latest -> ckpt-1`) is followed and its files listed under the link's path, and a link back
 /// to a directory above it is skipped.
 pub fn digest_products(out: &Path) -> Result<Vec<RecordedFile>, RunError> {
+    let mut ignore = vec![ATTESTATION_FILE.to_string(), SIGNATURE_FILE.to_string()];
+    ignore.extend(own_temp_files(out));
     let options = TreeOptions {
-        ignore: vec![ATTESTATION_FILE.to_string(), SIGNATURE_FILE.to_string()],
+        ignore,
         ignore_git: false,
         ..TreeOptions::default()
     };
@@ -579,8 +694,10 @@ fn internal_parameters(env: &environment::Environment) -> serde_json::Value {
     })
 }
 
-/// Step 3: finalise the registry row. `attestation` is the written attestation's path and
-/// SHA-256 when the run succeeded and was signed.
+/// Step 3: finalise the registry row, then publish the signatures. `attestation` is the
+/// attestation's path and SHA-256 when the run succeeded and was signed; the caller has written
+/// it, and `OUT/model.sig` if any, at their [`pending_path`]s, which are renamed to the real
+/// names only after the registry transaction has committed.
 pub fn finalize(
     registry: &mut Registry,
     finished: &Finished,
@@ -607,7 +724,7 @@ pub fn finalize(
             .map(|b| link("byproduct", "byproduct", b, None)),
     );
     if let Some((path, _)) = &attestation {
-        if let Ok(d) = digest_file(path) {
+        if let Ok(d) = digest_file(&pending_path(path)).or_else(|_| digest_file(path)) {
             let file = RecordedFile {
                 name: ATTESTATION_FILE.into(),
                 digest: d.to_digest_set(),
@@ -631,10 +748,28 @@ pub fn finalize(
         peak_rss_bytes: finished.outcome.peak_rss_bytes,
         outputs,
         attestation_path: attestation.as_ref().map(|(p, _)| p.display().to_string()),
-        attestation_sha256: attestation.map(|(_, d)| d),
+        attestation_sha256: attestation.as_ref().map(|(_, d)| d.clone()),
         record_json: serde_json::to_string(&finished.record).ok(),
     };
     registry.finish_run(&finished.record.id, &end)?;
+    if let Some((path, _)) = &attestation {
+        publish(&[finished.out.join(SIGNATURE_FILE), path.clone()])?;
+    }
+    Ok(())
+}
+
+/// Renames each file's [`pending_path`] (where present) to the file, in order, then syncs the
+/// directories.
+fn publish(paths: &[PathBuf]) -> Result<(), RunError> {
+    for path in paths {
+        let pending = pending_path(path);
+        if pending.is_file() {
+            std::fs::rename(&pending, path).map_err(io_err(path))?;
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+        }
+    }
     Ok(())
 }
 

@@ -14,7 +14,10 @@ use recorder::paths::registry_dir;
 use recorder::process::Screen;
 use recorder::record::{InputRole, ATTESTATION_FILE, RUN_BUILD_TYPE};
 use recorder::registry::Registry;
-use recorder::runner::{execute, finalize, mark_failed, prepare, Finished, RunError, RunSpec};
+use recorder::runner::{
+    check_out_dir, execute, finalize, mark_failed, own_temp_files, pending_path, prepare, Finished,
+    RunError, RunSpec,
+};
 use serde_json::json;
 
 use crate::cli::RunArgs;
@@ -32,7 +35,10 @@ pub fn run(args: &RunArgs) -> Result<Report, CliError> {
     let data_check =
         crate::commands::inputs::check_data_inputs(&inputs_of(args), args.skip_data_check);
     let cwd = std::env::current_dir().or_input()?;
-    let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
+    let registry_path = registry_dir(args.registry.as_deref(), &cwd);
+    // Before anything is created: `--out .` would sign the code, `.git` and the registry.
+    check_out_dir(&args.out, &cwd, &registry_path).or_input()?;
+    let mut registry = Registry::open(&registry_path).or_input()?;
     let spec = RunSpec {
         argv: args.command.clone(),
         out: args.out.clone(),
@@ -150,7 +156,9 @@ pub fn versions() -> BTreeMap<String, String> {
     v
 }
 
-/// Writes OUT/model.sig and OUT/provenance.intoto.json; returns the attestation path and SHA-256.
+/// Signs OUT/model.sig and OUT/provenance.intoto.json under their pending names
+/// (`recorder::runner::pending_path`); `recorder::runner::finalize` publishes them after the
+/// registry commit. Returns the attestation's final path and its SHA-256.
 pub fn sign_products(
     finished: &Finished,
     keys: &[SigningKey],
@@ -164,14 +172,16 @@ pub fn sign_products(
             shown(out)
         );
     } else {
+        let mut ignore = vec![SIGNATURE_FILE.to_string(), ATTESTATION_FILE.to_string()];
+        ignore.extend(own_temp_files(out));
         let options = TreeOptions {
-            ignore: vec![SIGNATURE_FILE.into(), ATTESTATION_FILE.into()],
+            ignore,
             ignore_git: false,
             ..TreeOptions::default()
         };
         let manifest = hash_model_dir(out, &options).or_input()?;
         let signature = ModelSignature::sign(&manifest, &keys[0]).or_input()?;
-        let path = out.join(SIGNATURE_FILE);
+        let path = pending_path(&out.join(SIGNATURE_FILE));
         write_atomic(&path, &signature.to_json())
             .map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
     }
@@ -180,8 +190,11 @@ pub fn sign_products(
     let mut bytes = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &refs).to_json();
     bytes.push(b'\n');
     let path = out.join(ATTESTATION_FILE);
-    write_atomic(&path, &bytes).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
-    let sha = sha256_file(&path).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&path))))?;
+    let pending = pending_path(&path);
+    write_atomic(&pending, &bytes)
+        .map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&pending))))?;
+    let sha =
+        sha256_file(&pending).map_err(|e| CliError::input(anyhow!("{}: {e}", shown(&pending))))?;
     Ok((path, sha))
 }
 
@@ -217,6 +230,19 @@ pub fn report(
         )),
         None => human.push_str("no attestation written: the command did not succeed\n"),
     }
+    for (name, stats) in [
+        ("stdout.log", &outcome.logs.stdout),
+        ("stderr.log", &outcome.logs.stderr),
+    ] {
+        if stats.truncated {
+            human.push_str(&format!(
+                "{name}: the command wrote {}; the stored log keeps its first and last part ({}, see {})\n",
+                crate::commands::human_bytes(stats.total_bytes),
+                crate::commands::human_bytes(stats.stored_bytes),
+                recorder::process::LOG_KEEP_ENV
+            ));
+        }
+    }
     human.push_str(&format!("recorded in {}\n", shown(registry)));
     let json = json!({
         "status": status,
@@ -227,6 +253,7 @@ pub fn report(
         "wall_seconds": finished.record.result.wall_seconds,
         "peak_rss_bytes": outcome.peak_rss_bytes,
         "registry": registry,
+        "logs": outcome.logs,
     });
     // The command's own output went to stdout; keep ours on stderr unless --json asked for it.
     Report {

@@ -312,6 +312,7 @@ fn train_in_process(
         peak_rss_bytes: peak,
         stdout_log,
         stderr_log,
+        logs: Default::default(),
     };
     Ok((outcome, trained))
 }
