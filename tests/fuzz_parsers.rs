@@ -323,18 +323,21 @@ fn oms_statement() -> Vec<u8> {
         .expect("the OMS Statement serialises")
 }
 
+/// An approval (VSA) that `targets::approval_accepted` accepts: signed by the harness's key, for
+/// `prod`, naming the approved attestation and its subject.
 fn approval_statement() -> Vec<u8> {
+    let keyid = targets::signer_keyid();
     let predicate = serde_json::json!({
-        "verifier": {"id": "https://trainprov.dev/approver/00", "version": {"trainprov": "0.1.0"}},
+        "verifier": {"id": attest::vsa::approver_id(keyid), "version": {"trainprov": "0.1.0"}},
         "timeVerified": "2026-05-01T12:00:00Z",
         "resourceUri": "file:///work/runs/adapter-v2",
         "policy": {"uri": "file:///work/policy.toml", "digest": {"sha256": "9b2e"}},
-        "inputAttestations": [{"uri": "file:///p.json", "digest": {"sha256": "c0de"}}],
+        "inputAttestations": [{"uri": "file:///p.json", "digest": {"sha256": targets::APPROVED_ATTESTATION}}],
         "verificationResult": "PASSED",
         "verifiedLevels": ["SLSA_BUILD_LEVEL_1"],
         "slsaVersion": "1.0",
         "environment": "prod",
-        "approverKeyid": "00",
+        "approverKeyid": keyid,
         "note": "ok"
     });
     let subject = attest::statement::ResourceDescriptor::named(
@@ -813,6 +816,7 @@ fn fuzz_seeds_are_what_their_writers_meant() {
     for bytes in envelopes() {
         Envelope::from_json(&bytes).expect("a valid envelope");
     }
+    assert!(targets::approval_accepted(&approval_statement()));
     let manifest = model_manifest(&[("a/b.bin", b"1"), ("a.txt", b"2"), ("B", b"")]);
     let bundle = ModelSignature::sign(&manifest, &key).expect("sign");
     let back = ModelSignature::from_json(&bundle.to_json())

@@ -14,7 +14,7 @@
 //! | function | parser |
 //! |---|---|
 //! | [`dsse_envelope`] | `attest::dsse::Envelope::from_json`, `Envelope::verify` |
-//! | [`statement`] | `attest::statement::Statement::from_verified` (SLSA Provenance, VSA, any), `policy::input_dependencies`, `Policy::evaluate` |
+//! | [`statement`] | `attest::statement::Statement::from_verified` (SLSA Provenance, VSA, any), `policy::input_dependencies`, `Policy::evaluate`, `vsa::check_approval` |
 //! | [`oms_bundle`] | `attest::oms::ModelSignature::from_json`, `ModelSignature::verify`, `ModelManifest::from_statement` |
 //! | [`snapshot_manifest`] | `recorder::snapshot::DataSnapshot::from_manifest_bytes` |
 //! | [`safetensors_header`] | `trainer::safe_load::validate_safetensors_bytes` |
@@ -33,7 +33,7 @@ use attest::oms::{ModelSignature, PublicKeyIdentifier, VerificationMaterial, BUN
 use attest::policy::{Facts, Policy};
 use attest::slsa::{Provenance, PROVENANCE_V1};
 use attest::statement::{digest_set_of, ResourceDescriptor, Statement};
-use attest::vsa::{VerificationSummary, VERIFICATION_SUMMARY_V1};
+use attest::vsa::{ApprovalContext, VerificationSummary, VERIFICATION_SUMMARY_V1};
 use attest::Verified;
 use serde_json::{json, Value};
 
@@ -99,6 +99,34 @@ pub fn statement(data: &[u8]) {
     let _ = attest::policy::input_dependencies(&statement.predicate);
     let _ = attest::oms::ModelManifest::from_statement(&statement);
     evaluate(strict_policy(), &statement);
+    approval_accepted(data);
+}
+
+/// SHA-256 of the attestation that approvals checked by [`approval_accepted`] must name.
+pub const APPROVED_ATTESTATION: &str =
+    "c0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0de";
+
+/// The keyid of this process's signing key (for approvals that name their signer).
+pub fn signer_keyid() -> &'static str {
+    public_key().keyid()
+}
+
+/// Whether `data`, signed by this process as an approval for environment `prod`, counts for an
+/// attestation with SHA-256 [`APPROVED_ATTESTATION`] whose one subject is
+/// `adapter_model.safetensors` = `weights` (`attest::vsa::check_approval`).
+pub fn approval_accepted(data: &[u8]) -> bool {
+    let envelope = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, data, &[key()]);
+    let subjects = [ResourceDescriptor::named(
+        "adapter_model.safetensors",
+        digest_set_of(b"weights"),
+    )];
+    let context = ApprovalContext {
+        environment: "prod",
+        attestation_sha256: APPROVED_ATTESTATION,
+        subjects: &subjects,
+        policy_sha256: None,
+    };
+    attest::vsa::check_approval(&envelope, std::slice::from_ref(public_key()), &context).is_ok()
 }
 
 /// Signs `data` as a DSSE payload with this process's key and verifies it back; a signed payload
