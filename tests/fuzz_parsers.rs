@@ -720,6 +720,10 @@ fn fuzz_oms_bundle() {
     fuzz("oms_bundle", targets::oms_bundle, &bundles(), &[b"{"]);
 }
 
+// Known crash (not fixed here: recorder/src/snapshot.rs belongs to the snapshot rewrite): seed
+// 11 with 20,000 cases finds sizes that overflow when summed; the reduced reproducer is the
+// ignored test `issue11_fuzz_snapshot_manifest_sizes_overflow` below. The default seed and case
+// count do not reach it, so CI stays green until it is fixed.
 #[test]
 fn fuzz_snapshot_manifest() {
     fuzz(
@@ -960,4 +964,18 @@ fn fuzz_harness_reports_a_panicking_parser() {
         assert!(!data.contains(&0xff), "fragile parser");
     }
     fuzz("fragile", fragile, &[b"seed".to_vec()], &[]);
+}
+
+/// Found by `fuzz_snapshot_manifest` (seed 11, 20,000 cases): file sizes that add up past
+/// `u64::MAX` make `DataSnapshot::from_manifest_bytes` panic with "attempt to add with overflow"
+/// in a debug build (`file_bytes` in recorder/src/snapshot.rs sums them unchecked) and wrap
+/// `stats.bytes` in a release build. Ignored until the snapshot owner fixes it (then drop the
+/// `#[ignore]`): a failing test would block CI.
+#[test]
+#[ignore = "known bug: snapshot manifest sizes overflow u64 when summed; see the doc comment"]
+fn issue11_fuzz_snapshot_manifest_sizes_overflow() {
+    let digest = "0".repeat(64);
+    let manifest =
+        format!("trainprov-snapshot v1\nf\t18446744073709551615\t{digest}\ta\nf\t1\t{digest}\tb\n");
+    targets::snapshot_manifest(manifest.as_bytes());
 }
