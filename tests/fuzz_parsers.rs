@@ -720,10 +720,8 @@ fn fuzz_oms_bundle() {
     fuzz("oms_bundle", targets::oms_bundle, &bundles(), &[b"{"]);
 }
 
-// Known crash (not fixed here: recorder/src/snapshot.rs belongs to the snapshot rewrite): seed
-// 11 with 20,000 cases finds sizes that overflow when summed; the reduced reproducer is the
-// ignored test `issue11_fuzz_snapshot_manifest_sizes_overflow` below. The default seed and case
-// count do not reach it, so CI stays green until it is fixed.
+// Seed 11 with 20,000 cases found sizes that overflowed when summed (fixed: a malformed
+// manifest now); the reduced reproducer is `issue11_fuzz_snapshot_manifest_sizes_overflow` below.
 #[test]
 fn fuzz_snapshot_manifest() {
     fuzz(
@@ -966,16 +964,19 @@ fn fuzz_harness_reports_a_panicking_parser() {
     fuzz("fragile", fragile, &[b"seed".to_vec()], &[]);
 }
 
-/// Found by `fuzz_snapshot_manifest` (seed 11, 20,000 cases): file sizes that add up past
-/// `u64::MAX` make `DataSnapshot::from_manifest_bytes` panic with "attempt to add with overflow"
-/// in a debug build (`file_bytes` in recorder/src/snapshot.rs sums them unchecked) and wrap
-/// `stats.bytes` in a release build. Ignored until the snapshot owner fixes it (then drop the
-/// `#[ignore]`): a failing test would block CI.
+/// Found by this harness (seed 11): manifest sizes whose sum passes `u64::MAX` made
+/// `DataSnapshot::from_manifest_bytes` panic in a debug build and wrap the total in a release
+/// build. They are a malformed manifest now.
 #[test]
-#[ignore = "known bug: snapshot manifest sizes overflow u64 when summed; see the doc comment"]
 fn issue11_fuzz_snapshot_manifest_sizes_overflow() {
     let digest = "0".repeat(64);
     let manifest =
         format!("trainprov-snapshot v1\nf\t18446744073709551615\t{digest}\ta\nf\t1\t{digest}\tb\n");
     targets::snapshot_manifest(manifest.as_bytes());
+    let err = recorder::snapshot::DataSnapshot::from_manifest_bytes(
+        std::path::PathBuf::from("data"),
+        manifest.as_bytes(),
+    )
+    .expect_err("sizes past u64::MAX are malformed");
+    assert!(err.to_string().contains("2^64"), "{err}");
 }

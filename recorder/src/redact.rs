@@ -1113,6 +1113,8 @@ pub fn redact_param(key: &str, value: &str) -> String {
     } else {
         redact_text(value)
     }
+}
+
 /// Shortest value redacted by value in logs ([`secret_env_values`]): shorter values (`1`,
 /// `true`, a port) would blank out unrelated text.
 pub const MIN_SECRET_VALUE_LEN: usize = 6;

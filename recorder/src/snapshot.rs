@@ -544,9 +544,16 @@ impl DataSnapshot {
                 ),
             ));
         }
+        // Sizes come from untrusted bytes: a sum past u64::MAX is a malformed manifest, not a
+        // wrapped total (found by the fuzz target `snapshot_manifest`).
+        let total = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .try_fold(0u64, |sum, e| sum.checked_add(e.size))
+            .ok_or_else(|| bad(1, "file sizes add up to more than 2^64 - 1 bytes".into()))?;
         let stats = SnapshotStats {
             files: entries.len(),
-            bytes: file_bytes(&entries),
+            bytes: total,
             ..SnapshotStats::default()
         };
         let snapshot = DataSnapshot {
