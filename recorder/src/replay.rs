@@ -558,11 +558,6 @@ impl Originals {
         }
         Ok(())
     }
-
-    /// Every protected path, as written and resolved.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.places.iter().map(|(_, p)| p.as_path())
-    }
 }
 
 fn holds_something(path: &Path) -> bool {

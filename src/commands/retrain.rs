@@ -95,7 +95,6 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
     };
     let out = checked_out(args, &originals, &workdir)?;
     let root = ReplayRoot::create(&workdir, flag, &originals).or_input()?;
-    let workdir = root.dir().to_path_buf();
 
     let checks = check_inputs(&original, &roots, &registry, args.global.json)?;
     let env_differences = compare_environment(&original, &registry, args.strict)?;
@@ -158,7 +157,6 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
         .or_input()?;
     Ok(report(
         &original,
-        &workdir,
         &replay,
         &checks,
         &env_differences,
@@ -362,6 +360,8 @@ struct Replay {
     divergence: Option<Divergence>,
     /// Arguments of the recorded command redirected into the work directory.
     rewrites: Vec<ArgRewrite>,
+    /// The work directory.
+    workdir: PathBuf,
 }
 
 fn relation_name(exclusions: &Exclusions) -> &'static str {
@@ -524,6 +524,7 @@ fn replay_trainer(
         comparison: ProductComparison::default(),
         divergence: None,
         rewrites: Vec::new(),
+        workdir: root.dir().to_path_buf(),
     })
 }
 
@@ -687,6 +688,7 @@ fn replay_wrapped(
         comparison: ProductComparison::default(),
         divergence: None,
         rewrites,
+        workdir: root.dir().to_path_buf(),
     })
 }
 
@@ -860,7 +862,6 @@ fn verdict(replay: &Replay) -> String {
 
 fn report(
     original: &Original,
-    workdir: &Path,
     replay: &Replay,
     checks: &[InputCheck],
     env_differences: &[Value],
@@ -894,7 +895,7 @@ fn report(
     if !replay.excluded.is_empty() {
         human.push_str(&format!("excluded: {}\n", replay.excluded.join(", ")));
     }
-    human.push_str(&format!("work directory: {}\n", shown(workdir)));
+    human.push_str(&format!("work directory: {}\n", shown(&replay.workdir)));
     let json = json!({
         "status": "ok",
         "verdict": verdict.split(' ').next().unwrap_or_default(),
@@ -906,7 +907,7 @@ fn report(
         "products": replay.comparison,
         "first_divergence": replay.divergence,
         "excluded": replay.excluded,
-        "workdir": workdir,
+        "workdir": replay.workdir,
         "argv_rewrites": replay.rewrites,
         "inputs": checks,
         "environment_differences": env_differences,
