@@ -585,14 +585,17 @@ pub struct RetrainArgs {
     /// are otherwise read from the registry's object store. Repeatable.
     #[arg(long = "config-file", value_name = "NAME=PATH")]
     pub config_files: Vec<String>,
-    /// Where to restore code and stage inputs [default: REGISTRY/retrain/<time>].
+    /// Where to restore code and stage inputs: a new or empty directory, outside the original
+    /// run's output directory; the replay writes nowhere else but --out and the registry
+    /// [default: REGISTRY/retrain/<time>-<pid>].
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Refuse to run when the environment differs from the record in ways that can change
     /// results (ISA level, library versions, thread settings, GPU).
     #[arg(long)]
     pub strict: bool,
-    /// Output directory for the rebuilt products [default: WORKDIR/out].
+    /// Output directory for the rebuilt products: a new or empty directory, never the original
+    /// run's output directory (exit 2 otherwise) [default: inside WORKDIR].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Registry holding the original run's stored parts [default: $TRAINPROV_REGISTRY, else

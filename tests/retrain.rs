@@ -264,3 +264,446 @@ fn wrapped_retrain_with_a_missing_commit_says_how_to_fetch_it() {
         run.stderr
     );
 }
+
+// ---- issue 11, item 3: a replay writes only inside its work directory and its --out ----
+
+/// Every file, directory and link under `paths` (links not followed below a root) with its
+/// content digest or link target, size and modification time: equal before and after a replay
+/// means the replay neither wrote, created nor removed anything there.
+fn fingerprint(paths: &[std::path::PathBuf]) -> std::collections::BTreeMap<String, String> {
+    fn walk(path: &std::path::Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let key = path.display().to_string();
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            out.insert(key, "missing".into());
+            return;
+        };
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(path).expect("readlink");
+            out.insert(key, format!("link {} @{mtime}", target.display()));
+        } else if meta.is_dir() {
+            out.insert(key, format!("dir @{mtime}"));
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .expect("ls")
+                .map(|e| e.expect("entry").path())
+                .collect();
+            entries.sort();
+            for entry in entries {
+                walk(&entry, out);
+            }
+        } else {
+            let bytes = std::fs::read(path).expect("read");
+            out.insert(
+                key,
+                format!("{} {} @{mtime}", sha256_hex(&bytes), bytes.len()),
+            );
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for path in paths {
+        walk(path, &mut out);
+    }
+    out
+}
+
+/// A wrapped job that reads its config and data and writes `OUT/model.bin` (their digest).
+const FIT_PY: &str = r#"import argparse, hashlib, os, pathlib
+p = argparse.ArgumentParser()
+for flag in ("--config", "--data", "--out"):
+    p.add_argument(flag, required=True)
+a = p.parse_args()
+h = hashlib.sha256(pathlib.Path(a.config).read_bytes())
+for f in sorted(pathlib.Path(a.data).glob("*.csv")):
+    h.update(f.read_bytes())
+os.makedirs(a.out, exist_ok=True)
+pathlib.Path(a.out, "model.bin").write_text(h.hexdigest() + "\n")
+"#;
+
+/// `repo/` (fit.py, data/, train.toml, committed, plus `links` committed as symbolic links),
+/// `shared/cfg.toml` and `release/` beside it, and keys.
+fn fit_repo(links: &[(&str, &std::path::Path)]) -> Workspace {
+    let ws = Workspace::new();
+    util::write_wrap_python(&ws, "repo");
+    ws.write("repo/fit.py", FIT_PY);
+    ws.write("shared/cfg.toml", "lr = 0.5\n");
+    std::fs::create_dir_all(ws.path("release")).expect("mkdir");
+    std::fs::create_dir_all(ws.path("pubroot")).expect("mkdir");
+    for (name, target) in links {
+        std::os::unix::fs::symlink(target, ws.path(&format!("repo/{name}"))).expect("link");
+    }
+    commit_all(&ws, "repo");
+    ws.keygen("signer", "");
+    ws
+}
+
+/// `trainprov run --out OUT --config CONFIG -- python3 fit.py ...` in `repo/`, `job` replacing
+/// the command when given.
+fn fit_run(ws: &Workspace, out: &str, config: &str, job: Option<&[&str]>) -> util::Run {
+    let fit = [
+        "python3", "fit.py", "--config", config, "--data", "data", "--out", out,
+    ];
+    let mut args = vec![
+        "run",
+        "--out",
+        out,
+        "--key",
+        "../keys/signer.key",
+        "--data",
+        "data",
+        "--config",
+        config,
+        "--",
+    ];
+    args.extend_from_slice(job.unwrap_or(&fit));
+    in_repo(ws, &args)
+}
+
+/// Retrains `attestation` and asserts that the original out dir, attestation, the user's
+/// config and the data are exactly as before (digests and mtimes), and that the original
+/// repository gained no worktree.
+fn retrain_leaves_originals(
+    ws: &Workspace,
+    attestation: &std::path::Path,
+    protected: &[std::path::PathBuf],
+    extra: &[&str],
+    code: i32,
+    case: &str,
+) -> util::Run {
+    let mut paths = protected.to_vec();
+    paths.extend([ws.path("repo/data"), attestation.to_path_buf()]);
+    let before = fingerprint(&paths);
+    let attestation = attestation.display().to_string();
+    let mut args = vec![
+        "retrain",
+        attestation.as_str(),
+        "--key",
+        "../keys/signer.pub",
+        "--sign-key",
+        "../keys/signer.key",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let run = in_repo(ws, &args).expect_code(code, case);
+    assert_eq!(
+        fingerprint(&paths),
+        before,
+        "{case}: the replay changed the original\n{}",
+        run.stderr
+    );
+    assert!(
+        !ws.path("repo/.git/worktrees").exists(),
+        "{case}: the replay registered a worktree in the original repository"
+    );
+    run
+}
+
+#[test]
+fn issue11_wrapped_retrain_with_absolute_out_and_config_is_confined() {
+    let ws = fit_repo(&[]);
+    let release = ws.path("release").display().to_string();
+    let config = ws.path("shared/cfg.toml").display().to_string();
+    fit_run(&ws, &release, &config, None).expect_code(OK, "run with absolute paths");
+    // The user edits the config afterwards: the replay must use the recorded bytes and must
+    // not write them back.
+    ws.write("shared/cfg.toml", "lr = 0.9 # edited after the run\n");
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release"), ws.path("shared")],
+        &[],
+        OK,
+        "absolute --out and --config",
+    );
+    let json = run.json();
+    assert_eq!(json["verdict"], "identical", "{json}\n{}", run.stderr);
+    let workdir = json["workdir"].as_str().expect("workdir");
+    let rewrites = json["argv_rewrites"].as_array().expect("rewrites");
+    assert_eq!(rewrites.len(), 2, "--config and --out of fit.py: {json}");
+    for r in rewrites {
+        assert!(
+            r["replayed"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(workdir)),
+            "{r}"
+        );
+    }
+    assert!(
+        run.stderr.contains("replayed as"),
+        "said so: {}",
+        run.stderr
+    );
+    let new = json["attestation"].as_str().expect("new attestation");
+    assert!(new.starts_with(workdir), "{new} in {workdir}");
+}
+
+#[test]
+fn issue11_wrapped_retrain_with_dotdot_paths_is_confined() {
+    let ws = fit_repo(&[]);
+    fit_run(&ws, "../release", "../shared/cfg.toml", None).expect_code(OK, "run with ../");
+    ws.write("shared/cfg.toml", "lr = 0.9 # edited after the run\n");
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release"), ws.path("shared")],
+        &[],
+        OK,
+        "relative ../ --out and --config",
+    );
+    let json = run.json();
+    assert_eq!(json["verdict"], "identical", "{json}\n{}", run.stderr);
+    assert!(json["argv_rewrites"].as_array().is_some_and(Vec::is_empty));
+    // An explicit --out receives a copy of the products; the original still untouched.
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release"), ws.path("shared")],
+        &["--out", "../copy"],
+        OK,
+        "--out elsewhere",
+    );
+    assert_eq!(run.json()["verdict"], "identical");
+    assert!(ws.path("copy/model.bin").is_file());
+}
+
+#[test]
+fn issue11_wrapped_retrain_through_symlinked_out_is_confined() {
+    // The recorded --out is a link to the release directory.
+    let ws = fit_repo(&[]);
+    std::os::unix::fs::symlink(ws.path("release"), ws.path("latest")).expect("link");
+    let latest = ws.path("latest").display().to_string();
+    let config = "train.toml";
+    fit_run(&ws, &latest, config, None).expect_code(OK, "run into a link");
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release"), ws.path("latest")],
+        &[],
+        OK,
+        "absolute --out that is a link",
+    );
+    assert_eq!(run.json()["verdict"], "identical", "{}", run.stderr);
+    // Passing the original (or a link to it) as --out is refused.
+    for out in [
+        ws.path("release"),
+        ws.path("latest"),
+        ws.path("release/sub"),
+    ] {
+        let out = out.display().to_string();
+        let run = retrain_leaves_originals(
+            &ws,
+            &ws.path("release/provenance.intoto.json"),
+            &[ws.path("release")],
+            &["--out", &out],
+            INPUT,
+            "--out is the original",
+        );
+        assert!(
+            run.stderr.contains("original run's output directory"),
+            "{}",
+            run.stderr
+        );
+    }
+    // A non-empty --out elsewhere is refused too.
+    ws.write("busy/keep.txt", "mine");
+    let busy = ws.path("busy").display().to_string();
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release"), ws.path("busy")],
+        &["--out", &busy],
+        INPUT,
+        "non-empty --out",
+    );
+    assert!(
+        run.stderr.contains("not an empty directory"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn issue11_wrapped_retrain_of_a_committed_out_link_writes_a_directory_of_its_own() {
+    // `out` in the repository is a committed link to the release directory.
+    let ws = fit_repo(&[]);
+    std::os::unix::fs::symlink(ws.path("release"), ws.path("repo/out")).expect("link");
+    ws.git("repo", &["add", "out"]);
+    ws.git("repo", &["commit", "-qm", "out link"]);
+    fit_run(&ws, "out", "train.toml", None).expect_code(OK, "run into a committed link");
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release"), ws.path("repo/out")],
+        &[],
+        OK,
+        "committed out link",
+    );
+    assert!(
+        run.stderr.contains("symbolic link"),
+        "said so: {}",
+        run.stderr
+    );
+    assert_eq!(run.json()["verdict"], "identical", "{}", run.stderr);
+}
+
+#[test]
+fn issue11_wrapped_retrain_refuses_what_it_cannot_confine() {
+    // `pub` is a committed link out of the repository; the out dir lies behind it.
+    let ws = fit_repo(&[]);
+    std::os::unix::fs::symlink(ws.path("pubroot"), ws.path("repo/pub")).expect("link");
+    ws.git("repo", &["add", "pub"]);
+    ws.git("repo", &["commit", "-qm", "pub link"]);
+    fit_run(&ws, "pub/out", "train.toml", None).expect_code(OK, "run through a link");
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("pubroot/out/provenance.intoto.json"),
+        &[ws.path("pubroot")],
+        &[],
+        INPUT,
+        "out behind a committed link",
+    );
+    assert!(
+        run.stderr.contains("symbolic link") && run.stderr.contains("pub"),
+        "{}",
+        run.stderr
+    );
+    // The original out dir named inside a shell script: cannot be redirected.
+    let release = ws.path("release").display().to_string();
+    let script =
+        format!("python3 fit.py --config train.toml --data data --out {release}/ && echo done");
+    fit_run(&ws, &release, "train.toml", Some(&["sh", "-c", &script]))
+        .expect_code(OK, "run via sh -c");
+    let run = retrain_leaves_originals(
+        &ws,
+        &ws.path("release/provenance.intoto.json"),
+        &[ws.path("release")],
+        &[],
+        INPUT,
+        "out inside a shell script",
+    );
+    assert!(
+        run.stderr.contains("inside a longer argument") && run.stderr.contains("--out"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn issue11_trainer_retrain_never_writes_to_the_original() {
+    let ws = Workspace::new();
+    util::write_tiny_llama(&ws, "repo/tl", 2);
+    commit_all(&ws, "repo");
+    ws.keygen("signer", "");
+    let config = ws.path("repo/tl/train.toml").display().to_string();
+    let release = ws.path("release").display().to_string();
+    in_repo(
+        &ws,
+        &[
+            "train",
+            &config,
+            "--key",
+            "../keys/signer.key",
+            "--out",
+            &release,
+        ],
+    )
+    .expect_code(OK, "train with absolute config and --out");
+    // A second run with ../ paths: a config outside the repository.
+    let text = String::from_utf8(ws.read("repo/tl/train.toml")).expect("utf-8");
+    ws.write(
+        "cfg/train.toml",
+        text.replace("base = \"base\"", "base = \"../repo/tl/base\"")
+            .replace("path = \"data\"", "path = \"../repo/tl/data\""),
+    );
+    in_repo(
+        &ws,
+        &[
+            "train",
+            "../cfg/train.toml",
+            "--key",
+            "../keys/signer.key",
+            "--out",
+            "../release2",
+        ],
+    )
+    .expect_code(OK, "train with ../ config and --out");
+    ws.write("repo/tl/train.toml", format!("{text}# edited\n"));
+    ws.write("cfg/train.toml", "# edited\n");
+    std::os::unix::fs::symlink(ws.path("release"), ws.path("latest")).expect("link");
+    let protected = [
+        ws.path("release"),
+        ws.path("release2"),
+        ws.path("repo/tl"),
+        ws.path("cfg"),
+    ];
+    for (release, extra, code, case) in [
+        ("release", vec![], OK, "default workdir and out"),
+        ("release2", vec![], OK, "../ paths"),
+        (
+            "release",
+            vec!["--out", "../release"],
+            INPUT,
+            "--out = the original",
+        ),
+        (
+            "release",
+            vec!["--out", "../latest"],
+            INPUT,
+            "--out = a link to it",
+        ),
+        (
+            "release",
+            vec!["--out", "../release/again"],
+            INPUT,
+            "--out inside it",
+        ),
+        (
+            "release",
+            vec!["--workdir", "../release/w"],
+            INPUT,
+            "--workdir inside it",
+        ),
+        ("release", vec!["--out", "../cfg"], INPUT, "--out not empty"),
+    ] {
+        let attestation = ws.path(&format!("{release}/provenance.intoto.json"));
+        let run = retrain_leaves_originals(&ws, &attestation, &protected, &extra, code, case);
+        if code == OK {
+            assert_eq!(run.json()["verdict"], "identical", "{case}: {}", run.stderr);
+        }
+    }
+}
+
+#[test]
+fn issue11_retrain_detects_a_command_that_changed_the_original_attestation() {
+    // The command finds the original by a way no confinement can see (a path read at run
+    // time); the replay must not report success.
+    let ws = fit_repo(&[]);
+    let hook = ws.path("hook").display().to_string();
+    let script = format!(
+        "mkdir -p out && echo 1 > out/m && if [ -s {hook} ]; then echo x >> \"$(cat {hook})\"; fi"
+    );
+    fit_run(&ws, "out", "train.toml", Some(&["sh", "-c", &script])).expect_code(OK, "run");
+    let attestation = ws.path("repo/out/provenance.intoto.json");
+    ws.write("hook", attestation.display().to_string());
+    let run = in_repo(
+        &ws,
+        &[
+            "retrain",
+            "out/provenance.intoto.json",
+            "--key",
+            "../keys/signer.pub",
+            "--sign-key",
+            "../keys/signer.key",
+        ],
+    )
+    .expect_code(FAILED, "the original changed during the replay");
+    assert!(
+        run.stderr.contains("original attestation changed"),
+        "{}",
+        run.stderr
+    );
+}

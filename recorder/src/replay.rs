@@ -3,9 +3,31 @@
 //!
 //! The record is the signed Statement (`provenance.intoto.json`, already verified by the caller)
 //! plus the objects its `object` / `manifestObject` annotations name in the registry's store.
+//!
+//! # Confinement
+//!
+//! A replay writes only inside its work directory ([`ReplayRoot`]) and the output directory the
+//! user names; it never writes to the original run's output directory, attestation, configs,
+//! inputs or repository ([`Originals`]). Every path the record names that the replay writes is
+//! mapped into the work directory by [`ReplayRoot::map_recorded`]:
+//!
+//! | recorded path | replayed at |
+//! |---|---|
+//! | relative (`out`, `../x/train.toml`), from the recorded working directory | the same place relative to the working directory inside the restored code, if that stays inside the work directory; otherwise [`ConfineError::Escape`] |
+//! | absolute, inside the recorded repository | the same place inside the restored code |
+//! | absolute, elsewhere | a fixed place inside the work directory (`out/`, `external/config-N/NAME`) |
+//!
+//! Arguments of the recorded command that spell an original absolutely are rewritten to the
+//! replayed place ([`rewrite_argv`]); an output directory named inside a longer argument is
+//! refused ([`ConfineError::Embedded`]). A symbolic link on the way that leads out of the work
+//! directory is refused ([`ConfineError::Symlink`]); a link at the written path itself (a
+//! committed `out -> /release` link, say) is replaced by a real directory or file
+//! ([`ReplayRoot::prepare_write`]). The code is restored with `git clone --shared`, which only
+//! reads the original repository (a `git worktree` would register itself in it).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
 
 use attest::statement::ResourceDescriptor;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -116,6 +138,9 @@ pub enum ReplayError {
         /// The recorded names, comma-separated.
         recorded: String,
     },
+    /// The replay would write outside its work directory or over the original.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
 }
 
 fn redacted_note(redacted: &[String]) -> String {
@@ -425,15 +450,17 @@ pub fn filtered_copy(
         };
         let to = dst.join(&entry.path);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            fs_err::create_dir_all(parent).map_err(io(parent))?;
         }
-        std::fs::copy(&from, &to).map_err(io(&from))?;
+        fs_err::copy(&from, &to).map_err(io(&from))?;
     }
     Ok(excluded)
 }
 
-/// Restores the recorded code into `workdir`: a detached `git worktree` of the repository at
-/// the recorded commit, with the stored uncommitted change re-applied. Returns the worktree.
+/// Restores the recorded code into `workdir` (a new directory inside the replay's work
+/// directory): a `git clone --shared` of the repository checked out at the recorded commit, with
+/// the stored uncommitted change re-applied and the original's remotes. The original repository
+/// is only read. Returns `workdir`.
 pub fn restore_code(
     predicate: &Value,
     objects: &ObjectStore,
@@ -462,20 +489,31 @@ pub fn restore_code(
         });
     }
     if let Some(parent) = workdir.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        fs_err::create_dir_all(parent).map_err(io(parent))?;
     }
+    let source = repo.to_string_lossy().into_owned();
     let target = workdir.to_string_lossy().into_owned();
     git(
         &repo,
-        &["worktree", "add", "--detach", "--force", &target, commit],
+        &[
+            "clone",
+            "--quiet",
+            "--shared",
+            "--no-checkout",
+            "--",
+            &source,
+            &target,
+        ],
     )?;
+    git(workdir, &["checkout", "--quiet", "--detach", commit])?;
+    copy_remotes(&repo, workdir)?;
     if let Some(patch) = deps.iter().find(|d| d["name"] == "code:uncommitted.patch") {
         let object = patch["annotations"]["object"]
             .as_str()
             .ok_or(ReplayError::Incomplete("patch object"))?;
         let bytes = objects.get(object)?;
         let patch_file = workdir.join(".trainprov-uncommitted.patch");
-        std::fs::write(&patch_file, &bytes).map_err(io(&patch_file))?;
+        fs_err::write(&patch_file, &bytes).map_err(io(&patch_file))?;
         let applied = git(
             workdir,
             &[
@@ -485,10 +523,23 @@ pub fn restore_code(
                 ".trainprov-uncommitted.patch",
             ],
         );
-        let _ = std::fs::remove_file(&patch_file);
+        let _ = fs_err::remove_file(&patch_file);
         applied?;
     }
     Ok(workdir.to_path_buf())
+}
+
+/// Gives the clone the original's remotes (the clone's own `origin` would name the local path).
+fn copy_remotes(repo: &Path, clone: &Path) -> Result<(), ReplayError> {
+    git(clone, &["remote", "remove", "origin"])?;
+    for name in git(repo, &["remote"])?.lines().map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        let url = git(repo, &["remote", "get-url", name])?;
+        git(clone, &["remote", "add", name, url.trim()])?;
+    }
+    Ok(())
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, ReplayError> {
@@ -508,6 +559,459 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, ReplayError> {
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A replay that would write outside its work directory, or over the original run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfineError {
+    /// A recorded relative path climbs out of the work directory with `..`.
+    #[error(
+        "{}: the recorded {what} path leaves the replay's work directory {} (too many `..`); \
+         retrain writes only inside its work directory, so this run cannot be replayed as recorded",
+        recorded.display(), root.display()
+    )]
+    Escape {
+        /// `out`, `config`, `data`, ...
+        what: String,
+        /// The path as recorded.
+        recorded: PathBuf,
+        /// The work directory.
+        root: PathBuf,
+    },
+    /// A path inside the work directory goes through a symbolic link that leads out of it.
+    #[error(
+        "{}: the replay's {what} would be written through the symbolic link {} -> {}, outside \
+         its work directory {}; remove the link from the recorded code, or record the run with a \
+         plain directory",
+        path.display(), link.display(), target.display(), root.display()
+    )]
+    Symlink {
+        /// `out`, `config`, `data`, ...
+        what: String,
+        /// The path to be written.
+        path: PathBuf,
+        /// The link on the way.
+        link: PathBuf,
+        /// Where it leads.
+        target: PathBuf,
+        /// The work directory.
+        root: PathBuf,
+    },
+    /// A directory the replay writes to is (inside) something of the original run.
+    #[error(
+        "{}: {flag} overlaps the original run's {what} {} (is, lies inside or contains it); a \
+         replay never writes there: pass a new or empty directory elsewhere",
+        path.display(), original.display()
+    )]
+    Overlap {
+        /// `--out`, `--workdir`.
+        flag: String,
+        /// The directory asked for.
+        path: PathBuf,
+        /// `output directory`, `attestation`, `config`, `input`, ...
+        what: String,
+        /// The original's path.
+        original: PathBuf,
+    },
+    /// A directory the replay writes to already holds files.
+    #[error(
+        "{}: {flag} exists and is not an empty directory; a replay writes only into a new or \
+         empty directory: pass another path, or empty this one",
+        path.display()
+    )]
+    NotEmpty {
+        /// `--out`, `--workdir`.
+        flag: String,
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The recorded command names the original output directory inside a longer argument, where
+    /// it cannot be redirected.
+    #[error(
+        "argument {index} of the recorded command ({argument:?}) names the original {what} {} \
+         inside a longer argument; the replay would write there, so it is refused. Record the run \
+         with a relative --out, or pass the directory to the command as an argument of its own \
+         (`--out DIR` or `--out=DIR`), which retrain redirects into its work directory",
+        original.display()
+    )]
+    Embedded {
+        /// Position in argv.
+        index: usize,
+        /// The argument.
+        argument: String,
+        /// `output directory`.
+        what: String,
+        /// The original path.
+        original: PathBuf,
+    },
+}
+
+/// Lexically resolves `.` and `..` in an absolute path; `None` when `..` climbs above `/`.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => out.push(component.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() || out.as_os_str().is_empty() {
+                    return None;
+                }
+            }
+            Component::Normal(name) => out.push(name),
+        }
+    }
+    Some(out)
+}
+
+/// `path` with symbolic links resolved as far as it exists (the missing rest appended).
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut head = path.to_path_buf();
+    loop {
+        if let Ok(real) = fs_err::canonicalize(&head) {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (head.file_name().map(|n| n.to_owned()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// The places of the original run a replay must leave untouched: its output directory, its
+/// attestation, configs and inputs. Each is kept as written and with links
+/// resolved, so a link to it (or a path through one) is recognised too.
+#[derive(Debug, Clone, Default)]
+pub struct Originals {
+    places: Vec<(String, PathBuf)>,
+}
+
+impl Originals {
+    /// Nothing protected yet.
+    pub fn new() -> Originals {
+        Originals::default()
+    }
+
+    /// Protects `path` (absolute), described as `what` in messages.
+    pub fn protect(&mut self, what: &str, path: &Path) {
+        let Some(lexical) = normalize(path) else {
+            return;
+        };
+        let resolved = resolve_existing(&lexical);
+        for p in [lexical, resolved] {
+            if !self.places.iter().any(|(_, q)| *q == p) {
+                self.places.push((what.to_string(), p));
+            }
+        }
+    }
+
+    /// Refuses a directory (`flag` = `--out`, `--workdir`) that equals, lies inside or contains
+    /// a protected place holding something (an empty or missing directory has nothing to lose).
+    pub fn check(&self, flag: &str, dir: &Path) -> Result<(), ConfineError> {
+        let lexical = normalize(dir).unwrap_or_else(|| dir.to_path_buf());
+        let resolved = resolve_existing(&lexical);
+        for (what, original) in &self.places {
+            if !holds_something(original) {
+                continue;
+            }
+            if overlaps(&lexical, original) || overlaps(&resolved, original) {
+                return Err(ConfineError::Overlap {
+                    flag: flag.to_string(),
+                    path: dir.to_path_buf(),
+                    what: what.clone(),
+                    original: original.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn holds_something(path: &Path) -> bool {
+    match fs_err::symlink_metadata(path) {
+        Err(_) => false,
+        Ok(meta) if meta.is_dir() => !is_empty_dir(path),
+        Ok(_) => true,
+    }
+}
+
+/// Refuses an existing `dir` that is not an empty directory (`flag` names it in the message).
+pub fn require_new_or_empty(flag: &str, dir: &Path) -> Result<(), ConfineError> {
+    let not_empty = || ConfineError::NotEmpty {
+        flag: flag.to_string(),
+        path: dir.to_path_buf(),
+    };
+    match fs_err::symlink_metadata(dir) {
+        Err(_) => Ok(()),
+        // A link to a directory is judged by the directory it leads to.
+        Ok(meta) if meta.is_dir() || (meta.file_type().is_symlink() && dir.is_dir()) => {
+            if is_empty_dir(dir) {
+                Ok(())
+            } else {
+                Err(not_empty())
+            }
+        }
+        Ok(_) => Err(not_empty()),
+    }
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs_err::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Where the original run's paths were: its working directory and repository root, as recorded.
+#[derive(Debug, Clone)]
+pub struct RecordedLayout {
+    /// The recorded working directory (`externalParameters.cwd`).
+    pub cwd: PathBuf,
+    /// The recorded repository root, when the code was in git.
+    pub repo_root: Option<PathBuf>,
+}
+
+/// A recorded path mapped into the replay's work directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedPath {
+    /// `out` or `config`.
+    pub what: String,
+    /// Where the replay uses it (inside the work directory).
+    pub path: PathBuf,
+    /// Absolute spellings of the original (as written, and with links resolved) that the
+    /// recorded command line may use and that the replay rewrites to `path`.
+    pub originals: Vec<PathBuf>,
+}
+
+/// The replay's work directory. Every path a replay writes (the restored code, staged inputs,
+/// restored configs, the output directory) is mapped into it by this type, which refuses a
+/// recorded path that would leave it: an absolute path is placed inside it explicitly, a `..`
+/// that climbs out is an [`ConfineError::Escape`], a symbolic link leading out is an
+/// [`ConfineError::Symlink`].
+#[derive(Debug, Clone)]
+pub struct ReplayRoot {
+    root: PathBuf,
+}
+
+impl ReplayRoot {
+    /// Creates the work directory `dir` (absolute): it must be new or empty, and must not be,
+    /// lie inside or contain any of `originals`. `flag` names it in messages (`--workdir`).
+    pub fn create(
+        dir: &Path,
+        flag: &str,
+        originals: &Originals,
+    ) -> Result<ReplayRoot, ReplayError> {
+        originals.check(flag, dir)?;
+        require_new_or_empty(flag, dir)?;
+        fs_err::create_dir_all(dir).map_err(io(dir))?;
+        let root = fs_err::canonicalize(dir).map_err(io(dir))?;
+        originals.check(flag, &root)?;
+        Ok(ReplayRoot { root })
+    }
+
+    /// The work directory (links resolved).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// `base` (inside the work directory) joined with a relative `recorded` path; refuses an
+    /// absolute path or a `..` that climbs out.
+    pub fn join(&self, base: &Path, recorded: &Path, what: &str) -> Result<PathBuf, ConfineError> {
+        let escape = || ConfineError::Escape {
+            what: what.to_string(),
+            recorded: recorded.to_path_buf(),
+            root: self.root.clone(),
+        };
+        if recorded.is_absolute() {
+            return Err(escape());
+        }
+        let joined = normalize(&base.join(recorded)).ok_or_else(escape)?;
+        if !joined.starts_with(&self.root) {
+            return Err(escape());
+        }
+        Ok(joined)
+    }
+
+    /// Maps a path of the original run into the work directory. A relative path keeps its place
+    /// relative to `run_cwd` (the recorded working directory inside the restored code) when that
+    /// stays inside; an absolute path inside the recorded repository goes to the same place in
+    /// `worktree`; any other absolute path goes to `elsewhere`.
+    pub fn map_recorded(
+        &self,
+        what: &str,
+        recorded: &Path,
+        layout: &RecordedLayout,
+        worktree: &Path,
+        run_cwd: &Path,
+        elsewhere: &Path,
+    ) -> Result<MappedPath, ConfineError> {
+        let original = normalize(&layout.cwd.join(recorded));
+        let path = if recorded.is_absolute() {
+            let inside_repo = layout
+                .repo_root
+                .as_deref()
+                .zip(original.as_deref())
+                .and_then(|(root, orig)| orig.strip_prefix(root).ok().map(Path::to_path_buf));
+            match inside_repo {
+                Some(rel) => self.join(worktree, &rel, what)?,
+                None => self.join(&self.root, elsewhere, what)?,
+            }
+        } else {
+            self.join(run_cwd, recorded, what)?
+        };
+        let mut originals = Vec::new();
+        if let Some(original) = original {
+            let resolved = resolve_existing(&original);
+            originals.push(original);
+            if !originals.contains(&resolved) {
+                originals.push(resolved);
+            }
+        }
+        // Spellings that already mean the replay's place need no rewriting.
+        originals.retain(|o| *o != path && o.parent().is_some());
+        Ok(MappedPath {
+            what: what.to_string(),
+            path,
+            originals,
+        })
+    }
+
+    /// Makes `path` (inside the work directory) safe to write: every directory on the way that
+    /// exists must be a real directory or a link that stays inside; a link at `path` itself is
+    /// removed (the replay writes a real file or directory there) and its target returned.
+    pub fn prepare_write(&self, path: &Path, what: &str) -> Result<Option<PathBuf>, ReplayError> {
+        let relative = path
+            .strip_prefix(&self.root)
+            .map_err(|_| ConfineError::Escape {
+                what: what.to_string(),
+                recorded: path.to_path_buf(),
+                root: self.root.clone(),
+            })?
+            .to_path_buf();
+        let mut current = self.root.clone();
+        let count = relative.components().count();
+        for (i, component) in relative.components().enumerate() {
+            current.push(component);
+            let Ok(meta) = fs_err::symlink_metadata(&current) else {
+                break;
+            };
+            if !meta.file_type().is_symlink() {
+                continue;
+            }
+            let target = fs_err::read_link(&current).map_err(io(&current))?;
+            if i + 1 == count {
+                fs_err::remove_file(&current).map_err(io(&current))?;
+                return Ok(Some(target));
+            }
+            let resolved = resolve_existing(&current);
+            if !resolved.starts_with(&self.root) {
+                return Err(ConfineError::Symlink {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                    link: current,
+                    target,
+                    root: self.root.clone(),
+                }
+                .into());
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One argument of the recorded command changed by [`rewrite_argv`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArgRewrite {
+    /// Position in argv.
+    pub index: usize,
+    /// As recorded.
+    pub recorded: String,
+    /// As replayed.
+    pub replayed: String,
+}
+
+fn is_path_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '~' | '@')
+}
+
+/// Rewrites the arguments of a recorded command that name an original path by an absolute
+/// spelling (`/abs/out`, `/abs/out/sub`, `--out=/abs/out`) to the replay's place. An output
+/// directory named inside a longer argument (a shell script, say) cannot be redirected safely
+/// and is an [`ConfineError::Embedded`]; configs named that way are read from where they are.
+pub fn rewrite_argv(
+    argv: &[OsString],
+    mapped: &[MappedPath],
+) -> Result<(Vec<OsString>, Vec<ArgRewrite>), ConfineError> {
+    let mut spellings: Vec<(&Path, &MappedPath)> = mapped
+        .iter()
+        .flat_map(|m| m.originals.iter().map(move |o| (o.as_path(), m)))
+        .collect();
+    // The longest spelling first, so `/a/out/sub` wins over `/a/out`.
+    spellings.sort_by_key(|(o, _)| std::cmp::Reverse(o.as_os_str().len()));
+    let mut out = Vec::with_capacity(argv.len());
+    let mut rewrites = Vec::new();
+    for (index, arg) in argv.iter().enumerate() {
+        let Some(text) = arg.to_str() else {
+            out.push(arg.clone());
+            continue;
+        };
+        let (prefix, value) = match text.split_once('=') {
+            Some((flag, value)) if flag.starts_with('-') => (&text[..=flag.len()], value),
+            _ => ("", text),
+        };
+        let replaced = spellings.iter().find_map(|(original, m)| {
+            let original = original.to_str()?;
+            let rest = value.strip_prefix(original)?;
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            let rest = rest.trim_start_matches('/');
+            let new = if rest.is_empty() {
+                m.path.clone()
+            } else {
+                m.path.join(rest)
+            };
+            Some(format!("{prefix}{}", new.display()))
+        });
+        if let Some(new) = replaced {
+            rewrites.push(ArgRewrite {
+                index,
+                recorded: text.to_string(),
+                replayed: new.clone(),
+            });
+            out.push(OsString::from(new));
+            continue;
+        }
+        for (original, m) in &spellings {
+            if m.what != "out" {
+                continue;
+            }
+            let Some(original) = original.to_str() else {
+                continue;
+            };
+            let embedded = text.match_indices(original).any(|(at, _)| {
+                let before = text[..at].chars().next_back();
+                let after = text[at + original.len()..].chars().next();
+                !before.is_some_and(is_path_char) && !after.is_some_and(is_path_char)
+            });
+            if embedded {
+                return Err(ConfineError::Embedded {
+                    index,
+                    argument: text.to_string(),
+                    what: "output directory".into(),
+                    original: PathBuf::from(original),
+                });
+            }
+        }
+        out.push(arg.clone());
+    }
+    Ok((out, rewrites))
 }
 
 /// How the replay's products compare with the original subjects.
@@ -627,6 +1131,207 @@ mod tests {
         assert!(ex.matches("poison/a.csv"));
         assert!(!ex.matches("shard-001.jsonl"));
         assert!(Exclusions::new(&["[".into()]).is_err());
+    }
+
+    fn layout(cwd: &str, repo: &str) -> RecordedLayout {
+        RecordedLayout {
+            cwd: PathBuf::from(cwd),
+            repo_root: Some(PathBuf::from(repo)),
+        }
+    }
+
+    #[test]
+    fn issue11_replay_root_maps_recorded_paths_inside_and_refuses_escapes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = ReplayRoot::create(&tmp.path().join("w"), "--workdir", &Originals::new())
+            .expect("root");
+        let w = root.dir().to_path_buf();
+        let tree = w.join("src");
+        let run_cwd = w.join("src/sub");
+        let l = layout("/rec/repo/sub", "/rec/repo");
+        let map = |what: &str, p: &str, elsewhere: &str| {
+            root.map_recorded(
+                what,
+                Path::new(p),
+                &l,
+                &tree,
+                &run_cwd,
+                Path::new(elsewhere),
+            )
+        };
+        // Relative: the same place below the replayed working directory.
+        assert_eq!(
+            map("out", "out", "out").expect("out").path,
+            run_cwd.join("out")
+        );
+        assert_eq!(
+            map("out", "../../x", "out").expect("../x").path,
+            w.join("x")
+        );
+        // Absolute inside the recorded repository: the same place in the restored code, and the
+        // absolute spelling is rewritten.
+        let m = map("out", "/rec/repo/rel", "out").expect("in repo");
+        assert_eq!(m.path, tree.join("rel"));
+        assert!(m.originals.contains(&PathBuf::from("/rec/repo/rel")));
+        // Absolute elsewhere: the fixed place.
+        let m = map("config", "/etc/cfg.toml", "external/config-0/cfg.toml").expect("abs");
+        assert_eq!(m.path, w.join("external/config-0/cfg.toml"));
+        assert_eq!(m.originals, vec![PathBuf::from("/etc/cfg.toml")]);
+        // `..` that climbs out of the work directory.
+        let escape = map("out", "../../../x", "out").expect_err("escape");
+        assert_eq!(
+            escape,
+            ConfineError::Escape {
+                what: "out".into(),
+                recorded: PathBuf::from("../../../x"),
+                root: w.clone(),
+            }
+        );
+        assert!(root.join(&w, Path::new("/abs"), "out").is_err());
+        assert!(map("out", "/rec/repo/../../../../x", "out").is_ok_and(|m| m.path.starts_with(&w)));
+    }
+
+    #[test]
+    fn issue11_prepare_write_refuses_links_out_and_replaces_a_final_link() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("release");
+        fs_err::create_dir_all(&outside).expect("mkdir");
+        fs_err::write(outside.join("provenance.intoto.json"), "original").expect("write");
+        let root = ReplayRoot::create(&tmp.path().join("w"), "--workdir", &Originals::new())
+            .expect("root");
+        let w = root.dir().to_path_buf();
+        fs_err::create_dir_all(w.join("src")).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, w.join("src/out")).expect("link");
+        std::os::unix::fs::symlink(&outside, w.join("src/pub")).expect("link");
+        std::os::unix::fs::symlink(w.join("src"), w.join("inner")).expect("link");
+        // Through a link leading out: refused.
+        let err = root
+            .prepare_write(&w.join("src/pub/out"), "out")
+            .expect_err("through a link");
+        assert!(
+            matches!(err, ReplayError::Confine(ConfineError::Symlink { .. })),
+            "{err}"
+        );
+        // A link that stays inside is fine.
+        root.prepare_write(&w.join("inner/x"), "out")
+            .expect("inner link");
+        // The link itself: replaced, the target untouched.
+        let replaced = root
+            .prepare_write(&w.join("src/out"), "out")
+            .expect("final");
+        assert_eq!(replaced, Some(outside.clone()));
+        assert!(!w.join("src/out").exists());
+        assert!(outside.join("provenance.intoto.json").is_file());
+    }
+
+    #[test]
+    fn issue11_work_and_out_dirs_never_overlap_the_original() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let release = tmp.path().join("release");
+        fs_err::create_dir_all(&release).expect("mkdir");
+        fs_err::write(release.join("provenance.intoto.json"), "original").expect("write");
+        std::os::unix::fs::symlink(&release, tmp.path().join("latest")).expect("link");
+        let mut originals = Originals::new();
+        originals.protect("output directory", &tmp.path().join("latest"));
+        for dir in [
+            release.clone(),
+            release.join("sub"),
+            tmp.path().join("latest/sub"),
+            tmp.path().join("x/../release"),
+            tmp.path().to_path_buf(),
+        ] {
+            assert!(
+                matches!(
+                    originals.check("--out", &dir),
+                    Err(ConfineError::Overlap { .. })
+                ),
+                "{}",
+                dir.display()
+            );
+            assert!(ReplayRoot::create(&dir, "--workdir", &originals).is_err());
+        }
+        originals
+            .check("--out", &tmp.path().join("clean"))
+            .expect("elsewhere");
+        // New or empty only.
+        let full = tmp.path().join("full");
+        fs_err::create_dir_all(&full).expect("mkdir");
+        fs_err::write(full.join("f"), "x").expect("write");
+        assert_eq!(
+            require_new_or_empty("--out", &full),
+            Err(ConfineError::NotEmpty {
+                flag: "--out".into(),
+                path: full.clone()
+            })
+        );
+        require_new_or_empty("--out", &tmp.path().join("new")).expect("new");
+        assert_eq!(
+            fs_err::read_to_string(release.join("provenance.intoto.json"))
+                .ok()
+                .as_deref(),
+            Some("original")
+        );
+    }
+
+    #[test]
+    fn issue11_argv_naming_the_original_out_is_redirected_or_refused() {
+        let mapped = vec![
+            MappedPath {
+                what: "out".into(),
+                path: PathBuf::from("/w/out"),
+                originals: vec![PathBuf::from("/rel/out"), PathBuf::from("/real/out")],
+            },
+            MappedPath {
+                what: "config".into(),
+                path: PathBuf::from("/w/external/config-0/c.toml"),
+                originals: vec![PathBuf::from("/etc/c.toml")],
+            },
+        ];
+        let argv: Vec<OsString> = [
+            "python3",
+            "fit.py",
+            "--out",
+            "/rel/out",
+            "--ckpt=/real/out/ckpt",
+            "--config",
+            "/etc/c.toml",
+            "/rel/output",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let (new, rewrites) = rewrite_argv(&argv, &mapped).expect("rewritten");
+        let new: Vec<&str> = new.iter().filter_map(|a| a.to_str()).collect();
+        assert_eq!(
+            new,
+            [
+                "python3",
+                "fit.py",
+                "--out",
+                "/w/out",
+                "--ckpt=/w/out/ckpt",
+                "--config",
+                "/w/external/config-0/c.toml",
+                "/rel/output"
+            ]
+        );
+        assert_eq!(
+            rewrites.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [3, 4, 6]
+        );
+        let shell: Vec<OsString> = ["sh", "-c", "cp m.bin /real/out/ && echo done"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(matches!(
+            rewrite_argv(&shell, &mapped),
+            Err(ConfineError::Embedded { index: 2, .. })
+        ));
+        let fine: Vec<OsString> = ["sh", "-c", "cat /etc/c.toml /real/outer"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(rewrite_argv(&fine, &mapped).is_ok());
     }
 
     #[test]

@@ -16,8 +16,9 @@ use recorder::process::Screen;
 use recorder::record::{InputRole, RecordedFile, RUN_BUILD_TYPE};
 use recorder::registry::{Registry, RunRelation};
 use recorder::replay::{
-    compare_products, filtered_copy, first_divergence, recorded_inputs, remap, restore_code,
-    Divergence, Exclusions, InputCheck, ProductComparison,
+    compare_products, filtered_copy, first_divergence, recorded_inputs, remap,
+    require_new_or_empty, restore_code, rewrite_argv, ArgRewrite, Divergence, Exclusions,
+    InputCheck, MappedPath, Originals, ProductComparison, RecordedLayout, ReplayRoot,
 };
 use recorder::runner::{execute, finalize, mark_failed, prepare, snapshot_input, RunSpec};
 use serde_json::{json, Value};
@@ -51,6 +52,23 @@ impl Original {
             .as_str()
             .unwrap_or_default()
     }
+    fn external(&self) -> &Value {
+        &self.predicate()["buildDefinition"]["externalParameters"]
+    }
+    /// The recorded working directory and repository root.
+    fn layout(&self) -> RecordedLayout {
+        let repo_root = recorder::replay::dependencies(self.predicate())
+            .iter()
+            .find(|d| d["name"] == "code")
+            .and_then(|d| d["annotations"]["root"].as_str())
+            .and_then(recorder::redact::recorded_path);
+        RecordedLayout {
+            cwd: PathBuf::from(recorder::redact::expand_home_dir(
+                self.external()["cwd"].as_str().unwrap_or("/"),
+            )),
+            repo_root,
+        }
+    }
     fn byproduct_object(&self, name: &str) -> Option<String> {
         self.predicate()["runDetails"]["byproducts"]
             .as_array()?
@@ -73,11 +91,16 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
     let exclusions = Exclusions::new(&args.exclude).or_input()?;
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
-    let workdir = match &args.workdir {
-        Some(dir) => std::path::absolute(dir).or_input()?,
-        None => registry.dir().join("retrain").join(uuid_like()),
+    let originals = originals_of(&original, &roots);
+    let (workdir, flag) = match &args.workdir {
+        Some(dir) => (std::path::absolute(dir).or_input()?, "--workdir"),
+        None => (
+            fresh_dir(&registry.dir().join("retrain")),
+            "the default work directory (pass --workdir DIR elsewhere)",
+        ),
     };
-    std::fs::create_dir_all(&workdir).or_input()?;
+    let out = checked_out(args, &originals, &workdir)?;
+    let root = ReplayRoot::create(&workdir, flag, &originals).or_input()?;
 
     let checks = check_inputs(&original, &roots, &registry, args.global.json)?;
     let env_differences = compare_environment(&original, &registry, args.strict)?;
@@ -87,7 +110,8 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
             &original,
             &checks,
             &exclusions,
-            &workdir,
+            &root,
+            out.as_deref(),
             &signing,
             &mut registry,
         )?,
@@ -96,7 +120,8 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
             &original,
             &checks,
             &exclusions,
-            &workdir,
+            &root,
+            out.as_deref(),
             &signing,
             &mut registry,
         )?,
@@ -107,6 +132,7 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
             )))
         }
     };
+    check_original_untouched(args, &original)?;
     replay.comparison = compare_products(&original.statement.subject, &replay.products);
     if let (Some(old), Some(new)) = (
         original.byproduct_object("metrics.jsonl"),
@@ -146,12 +172,80 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
     ))
 }
 
-fn uuid_like() -> String {
+/// A directory under `parent` that does not exist yet, named by time and process.
+fn fresh_dir(parent: &Path) -> PathBuf {
     let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]");
     let stamp = time::OffsetDateTime::now_utc()
         .format(&format)
         .unwrap_or_default();
-    format!("{stamp}-{}", std::process::id())
+    let base = format!("{stamp}-{}", std::process::id());
+    (0..)
+        .map(|n| match n {
+            0 => parent.join(&base),
+            n => parent.join(format!("{base}-{n}")),
+        })
+        .find(|p| fs_err::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| parent.join(base))
+}
+
+/// What the replay must leave untouched: the original output directory, the attestation, the
+/// recorded configs and the inputs (where recorded and where read now).
+fn originals_of(original: &Original, roots: &[(PathBuf, PathBuf)]) -> Originals {
+    let layout = original.layout();
+    let mut originals = Originals::new();
+    let out =
+        recorder::redact::expand_home_dir(original.external()["out"].as_str().unwrap_or("out"));
+    originals.protect("output directory", &layout.cwd.join(out));
+    originals.protect("attestation", &original.path);
+    if let Some(configs) = original.external()["configs"].as_object() {
+        for name in configs.keys() {
+            let name = recorder::redact::expand_home_dir(name);
+            originals.protect("config", &layout.cwd.join(name));
+        }
+    }
+    for input in recorded_inputs(original.predicate()) {
+        originals.protect("input", &input.path);
+        originals.protect("input", &remap(&input.path, roots));
+    }
+    originals
+}
+
+/// `--out`, when given: new or empty, and not (inside) the original or the work directory.
+fn checked_out(
+    args: &RetrainArgs,
+    originals: &Originals,
+    workdir: &Path,
+) -> Result<Option<PathBuf>, CliError> {
+    let Some(out) = &args.out else {
+        return Ok(None);
+    };
+    let out = std::path::absolute(out).or_input()?;
+    originals.check("--out", &out).or_input()?;
+    if out.starts_with(workdir) || workdir.starts_with(&out) {
+        return Err(CliError::input(anyhow!(
+            "{}: --out overlaps the replay's work directory {}; pass a directory outside it",
+            shown(&out),
+            shown(workdir)
+        )));
+    }
+    require_new_or_empty("--out", &out).or_input()?;
+    Ok(Some(out))
+}
+
+/// The replay must not have changed the original attestation (a wrapped command could write
+/// anywhere): checked by digest after the replay ran.
+fn check_original_untouched(args: &RetrainArgs, original: &Original) -> Result<(), CliError> {
+    let now = recorder::file_digest::sha256_file(&args.attestation).ok();
+    if now.as_deref() != Some(original.sha256.as_str()) {
+        return Err(CliError::failed(anyhow!(
+            "{}: the original attestation changed while the replay ran (sha256 was {}); the \
+             replayed command writes outside its work directory: restore the attestation from a \
+             copy and inspect the command",
+            shown(&args.attestation),
+            original.sha256
+        )));
+    }
+    Ok(())
 }
 
 fn verify_original(args: &RetrainArgs) -> Result<Original, CliError> {
@@ -310,6 +404,10 @@ struct Replay {
     excluded: Vec<String>,
     comparison: ProductComparison,
     divergence: Option<Divergence>,
+    /// Arguments of the recorded command redirected into the work directory.
+    rewrites: Vec<ArgRewrite>,
+    /// The work directory.
+    workdir: PathBuf,
 }
 
 fn relation_name(exclusions: &Exclusions) -> &'static str {
@@ -354,8 +452,8 @@ fn prepare_input(
     if !snapshot.entries.iter().any(|e| exclusions.matches(&e.path)) {
         return Ok((check.now_at.clone(), Vec::new()));
     }
-    let _ = std::fs::remove_dir_all(dst);
-    std::fs::create_dir_all(dst).or_input()?;
+    let _ = fs_err::remove_dir_all(dst);
+    fs_err::create_dir_all(dst).or_input()?;
     let excluded = filtered_copy(&snapshot, &check.now_at, dst, exclusions).or_input()?;
     let label = check.input.role.as_str();
     excluded
@@ -374,15 +472,18 @@ fn find_check<'a>(checks: &'a [InputCheck], role: &str) -> Option<&'a InputCheck
     checks.iter().find(|c| c.input.role == role)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn replay_trainer(
     args: &RetrainArgs,
     original: &Original,
     checks: &[InputCheck],
     exclusions: &Exclusions,
-    workdir: &Path,
+    root: &ReplayRoot,
+    out: Option<&Path>,
     keys: &[SigningKey],
     registry: &mut Registry,
 ) -> Result<Replay, CliError> {
+    let workdir = root.dir();
     let name = shown(&original.path);
     let deps = recorder::replay::dependencies(original.predicate());
     let config_dep = deps
@@ -399,9 +500,10 @@ fn replay_trainer(
         .as_str()
         .and_then(|n| Path::new(n).file_name().map(|f| f.to_owned()));
     let config_dir = workdir.join("config");
-    std::fs::create_dir_all(&config_dir).or_input()?;
     let config_path = config_dir.join(file_name.unwrap_or_else(|| "train.toml".into()));
-    std::fs::write(&config_path, &text).or_input()?;
+    root.prepare_write(&config_path, "config").or_input()?;
+    fs_err::create_dir_all(&config_dir).or_input()?;
+    fs_err::write(&config_path, &text).or_input()?;
     let mut config = crate::commands::train::read_config(&config_path)?;
 
     let mut excluded = Vec::new();
@@ -435,11 +537,10 @@ fn replay_trainer(
     config.data.path = data_path;
     excluded.extend(data_excluded);
     check_exclusions_matched(exclusions, &excluded)?;
-    let out = match &args.out {
-        Some(out) => std::path::absolute(out).or_input()?,
+    config.output.dir = match out {
+        Some(out) => out.to_path_buf(),
         None => workdir.join("out"),
     };
-    config.output.dir = out;
     let job = TrainJob {
         config: &config,
         config_dir: &config_dir,
@@ -467,6 +568,8 @@ fn replay_trainer(
         excluded,
         comparison: ProductComparison::default(),
         divergence: None,
+        rewrites: Vec::new(),
+        workdir: root.dir().to_path_buf(),
     })
 }
 
@@ -491,31 +594,29 @@ fn retrain_argv(args: &RetrainArgs) -> Vec<OsString> {
     argv
 }
 
+#[allow(clippy::too_many_arguments)]
 fn replay_wrapped(
     args: &RetrainArgs,
     original: &Original,
     checks: &[InputCheck],
     exclusions: &Exclusions,
-    workdir: &Path,
+    root: &ReplayRoot,
+    dest: Option<&Path>,
     keys: &[SigningKey],
     registry: &mut Registry,
 ) -> Result<Replay, CliError> {
     let predicate = original.predicate();
-    let external = &predicate["buildDefinition"]["externalParameters"];
+    let external = original.external();
     let cwd = std::env::current_dir().or_input()?;
     let worktree =
-        restore_code(predicate, registry.objects(), &cwd, &workdir.join("src")).or_input()?;
-    let deps = recorder::replay::dependencies(predicate);
-    let root = deps
-        .iter()
-        .find(|d| d["name"] == "code")
-        .and_then(|d| d["annotations"]["root"].as_str())
-        .and_then(recorder::redact::recorded_path)
-        .unwrap_or_default();
-    let recorded_cwd = PathBuf::from(recorder::redact::expand_home_dir(
-        external["cwd"].as_str().unwrap_or_default(),
-    ));
-    let run_cwd = worktree.join(recorded_cwd.strip_prefix(&root).unwrap_or(Path::new("")));
+        restore_code(predicate, registry.objects(), &cwd, &root.dir().join("src")).or_input()?;
+    let layout = original.layout();
+    let in_repo = |path: &Path| -> Option<PathBuf> {
+        let repo_root = layout.repo_root.as_deref()?;
+        path.strip_prefix(repo_root).ok().map(Path::to_path_buf)
+    };
+    let cwd_in_repo = in_repo(&layout.cwd).unwrap_or_default();
+    let run_cwd = root.join(&worktree, &cwd_in_repo, "cwd").or_input()?;
 
     let mut inputs = Vec::new();
     let mut excluded = Vec::new();
@@ -526,10 +627,10 @@ fn replay_wrapped(
             "adapter" => InputRole::Adapter,
             _ => InputRole::Data,
         };
-        let place = match check.input.path.strip_prefix(&root) {
-            Ok(rel) => worktree.join(rel),
-            Err(_) if exclusions.is_empty() => check.now_at.clone(),
-            Err(_) => {
+        let place = match in_repo(&check.input.path) {
+            Some(rel) => root.join(&worktree, &rel, check.input.role.as_str()).or_input()?,
+            None if exclusions.is_empty() => check.now_at.clone(),
+            None => {
                 return Err(CliError::input(anyhow!(
                     "{}: --exclude on an input outside the repository is supported for the built-in trainer only",
                     shown(&check.input.path)
@@ -537,20 +638,33 @@ fn replay_wrapped(
             }
         };
         if place != check.now_at {
+            root.prepare_write(&place, check.input.role.as_str())
+                .or_input()?;
             excluded.extend(stage_input(check, exclusions, &place, registry)?);
         }
         input_names.insert(place.clone(), check.input.given.clone());
         inputs.push((role, place));
     }
     check_exclusions_matched(exclusions, &excluded)?;
-    let configs = restore_configs(
+    let places = Places {
+        root,
+        layout: &layout,
+        worktree: &worktree,
+        run_cwd: &run_cwd,
+    };
+    let (configs, mut mapped) = restore_configs(
         predicate,
         registry,
-        &run_cwd,
+        &places,
         &mut input_names,
         &args.config_files,
     )?;
-    let argv: Vec<OsString> = external["argv"]
+    let out_mapped = places.out(&recorder::redact::expand_home_dir(
+        external["out"].as_str().unwrap_or("out"),
+    ))?;
+    let out = out_mapped.path.clone();
+    mapped.push(out_mapped);
+    let recorded_argv: Vec<OsString> = external["argv"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -559,7 +673,14 @@ fn replay_wrapped(
                 .collect()
         })
         .unwrap_or_default();
-    let out = run_cwd.join(external["out"].as_str().unwrap_or("out"));
+    let (argv, rewrites) = rewrite_argv(&recorded_argv, &mapped).or_input()?;
+    for r in &rewrites {
+        eprintln!(
+            "trainprov: argument {} of the recorded command named the original's path; replayed \
+             as {} (was {})",
+            r.index, r.replayed, r.recorded
+        );
+    }
     let params = external["params"]
         .as_object()
         .map(|m| {
@@ -609,7 +730,7 @@ fn replay_wrapped(
     }
     let attestation = sign_products(&finished, keys)?;
     finalize(registry, &finished, Some(attestation.clone())).or_input()?;
-    if let Some(dest) = &args.out {
+    if let Some(dest) = dest {
         copy_dir(&out, dest)?;
     }
     Ok(Replay {
@@ -620,7 +741,49 @@ fn replay_wrapped(
         excluded,
         comparison: ProductComparison::default(),
         divergence: None,
+        rewrites,
+        workdir: root.dir().to_path_buf(),
     })
+}
+
+/// Where the wrapped replay's paths go: the work directory, the restored code and the recorded
+/// working directory inside it.
+struct Places<'a> {
+    root: &'a ReplayRoot,
+    layout: &'a RecordedLayout,
+    worktree: &'a Path,
+    run_cwd: &'a Path,
+}
+
+impl Places<'_> {
+    /// The replay's place for a recorded path, made safe to write.
+    fn map(&self, what: &str, recorded: &Path, elsewhere: &Path) -> Result<MappedPath, CliError> {
+        let mapped = self
+            .root
+            .map_recorded(
+                what,
+                recorded,
+                self.layout,
+                self.worktree,
+                self.run_cwd,
+                elsewhere,
+            )
+            .or_input()?;
+        if let Some(target) = self.root.prepare_write(&mapped.path, what).or_input()? {
+            eprintln!(
+                "trainprov: {}: the restored code has a symbolic link to {} here; the replay \
+                 writes its {what} here itself, not through the link",
+                shown(&mapped.path),
+                shown(&target)
+            );
+        }
+        Ok(mapped)
+    }
+
+    /// The output directory (an absolute one outside the repository becomes `WORKDIR/out`).
+    fn out(&self, recorded: &str) -> Result<MappedPath, CliError> {
+        self.map("out", Path::new(recorded), Path::new("out"))
+    }
 }
 
 /// Puts the current content of a recorded input at `place` in the worktree, minus exclusions.
@@ -631,15 +794,15 @@ fn stage_input(
     registry: &Registry,
 ) -> Result<Vec<String>, CliError> {
     let snapshot = snapshot_input(&check.now_at, registry, false, false).or_input()?;
-    let _ = std::fs::remove_dir_all(place);
+    let _ = fs_err::remove_dir_all(place);
     if check.now_at.is_file() {
         if let Some(parent) = place.parent() {
-            std::fs::create_dir_all(parent).or_input()?;
+            fs_err::create_dir_all(parent).or_input()?;
         }
-        std::fs::copy(&check.now_at, place).or_input()?;
+        fs_err::copy(&check.now_at, place).or_input()?;
         return Ok(Vec::new());
     }
-    std::fs::create_dir_all(place).or_input()?;
+    fs_err::create_dir_all(place).or_input()?;
     let excluded = filtered_copy(&snapshot, &check.now_at, place, exclusions).or_input()?;
     Ok(excluded
         .iter()
@@ -647,29 +810,41 @@ fn stage_input(
         .collect())
 }
 
-/// Writes the recorded configs into the worktree; `names` learns their recorded names.
+/// Writes the recorded configs into the work directory (see [`ReplayRoot::map_recorded`]);
+/// `names` learns their recorded names. Returns the paths written and their mappings.
 fn restore_configs(
     predicate: &Value,
     registry: &Registry,
-    run_cwd: &Path,
+    places: &Places<'_>,
     names: &mut BTreeMap<PathBuf, String>,
     config_files: &[String],
-) -> Result<Vec<PathBuf>, CliError> {
+) -> Result<(Vec<PathBuf>, Vec<MappedPath>), CliError> {
     let mut paths = Vec::new();
+    let mut mapped = Vec::new();
     for dep in recorder::replay::dependencies(predicate) {
         let Some(name) = dep["name"].as_str().and_then(|n| n.strip_prefix("config:")) else {
             continue;
         };
         let bytes = original_config(&dep, predicate, registry, config_files)?;
-        let path = run_cwd.join(name);
+        let file_name = Path::new(name)
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        let elsewhere = Path::new("external")
+            .join(format!("config-{}", mapped.len()))
+            .join(file_name);
+        let recorded = PathBuf::from(recorder::redact::expand_home_dir(name));
+        let place = places.map("config", &recorded, &elsewhere)?;
+        let path = place.path.clone();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).or_input()?;
+            fs_err::create_dir_all(parent).or_input()?;
         }
-        std::fs::write(&path, bytes).or_input()?;
+        fs_err::write(&path, bytes).or_input()?;
         names.insert(path.clone(), name.to_string());
         paths.push(path);
+        mapped.push(place);
     }
-    Ok(paths)
+    Ok((paths, mapped))
 }
 
 /// The recorded allow-listed environment, applied over the current one.
@@ -701,13 +876,13 @@ fn recorded_env(original: &Original, registry: &Registry) -> Vec<(String, Option
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), CliError> {
-    std::fs::create_dir_all(to).or_input()?;
-    for entry in std::fs::read_dir(from).or_input()?.flatten() {
+    fs_err::create_dir_all(to).or_input()?;
+    for entry in fs_err::read_dir(from).or_input()?.flatten() {
         let target = to.join(entry.file_name());
         if entry.path().is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), target).or_input()?;
+            fs_err::copy(entry.path(), target).or_input()?;
         }
     }
     Ok(())
@@ -773,6 +948,7 @@ fn report(
     if !replay.excluded.is_empty() {
         human.push_str(&format!("excluded: {}\n", replay.excluded.join(", ")));
     }
+    human.push_str(&format!("work directory: {}\n", shown(&replay.workdir)));
     let json = json!({
         "status": "ok",
         "verdict": verdict.split(' ').next().unwrap_or_default(),
@@ -784,6 +960,8 @@ fn report(
         "products": replay.comparison,
         "first_divergence": replay.divergence,
         "excluded": replay.excluded,
+        "workdir": replay.workdir,
+        "argv_rewrites": replay.rewrites,
         "inputs": checks,
         "environment_differences": env_differences,
     });
