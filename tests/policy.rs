@@ -636,7 +636,11 @@ fn issue11_policy_gate_without_a_registry_fails_closed() {
         ],
     )
     .expect_code(OK, "revoke");
-    let policy = write_policy(&ws, "p.toml", "[signers]\nkeys = [\"../keys/signer.pub\"]\n");
+    let policy = write_policy(
+        &ws,
+        "p.toml",
+        "[signers]\nkeys = [\"../keys/signer.pub\"]\n",
+    );
     let policy = policy.trim_start_matches("../");
     let attestation = "repo/out1/provenance.intoto.json";
     let run = verify_elsewhere(&ws, &[attestation, "--policy", policy], &[])
@@ -647,10 +651,15 @@ fn issue11_policy_gate_without_a_registry_fails_closed() {
         run.stderr
     );
 
-    let run = verify_elsewhere(&ws, &[attestation, "--policy", policy, "--no-registry"], &[])
-        .expect_code(OK, "--no-registry");
+    let run = verify_elsewhere(
+        &ws,
+        &[attestation, "--policy", policy, "--no-registry"],
+        &[],
+    )
+    .expect_code(OK, "--no-registry");
     assert!(
-        run.stdout.contains("revocations NOT checked (--no-registry)"),
+        run.stdout
+            .contains("revocations NOT checked (--no-registry)"),
         "{}",
         run.stdout
     );
@@ -674,21 +683,37 @@ fn issue11_policy_gate_without_a_registry_fails_closed() {
     )
     .expect_code(FAILED, "registry from the environment");
     assert_eq!(violated(&run), vec!["revocation"]);
-    assert_eq!(run.json()["detail"]["registry"]["found_by"], "TRAINPROV_REGISTRY");
+    assert_eq!(
+        run.json()["detail"]["registry"]["found_by"],
+        "TRAINPROV_REGISTRY"
+    );
     assert_eq!(run.json()["detail"]["registry"]["path"], reg.as_str());
 
     // Without a policy nothing is gated, but the output says revocations were not checked,
     // and which registry discovery picked.
-    let run = in_repo(&ws, &["verify", "out1/provenance.intoto.json", "--key", "../keys/signer.pub"])
-        .expect_code(OK, "no policy, git-root discovery");
+    let run = in_repo(
+        &ws,
+        &[
+            "verify",
+            "out1/provenance.intoto.json",
+            "--key",
+            "../keys/signer.pub",
+        ],
+    )
+    .expect_code(OK, "no policy, git-root discovery");
     assert!(
-        run.stdout.contains("revocations NOT checked: no registry at")
+        run.stdout
+            .contains("revocations NOT checked: no registry at")
             && run.stdout.contains("found by git-root"),
         "{}",
         run.stdout
     );
-    let run = verify(&ws, "out1/model.sig", &["--key", "../keys/signer.pub", "--json"])
-        .expect_code(FAILED, "model.sig, --registry");
+    let run = verify(
+        &ws,
+        "out1/model.sig",
+        &["--key", "../keys/signer.pub", "--json"],
+    )
+    .expect_code(FAILED, "model.sig, --registry");
     assert_eq!(run.json()["detail"]["registry"]["found_by"], "--registry");
 }
 
@@ -762,7 +787,15 @@ fn issue11_revoking_an_attestation_is_refused_with_what_to_pass() {
     for file in ["out1/provenance.intoto.json", "out1/model.sig"] {
         let run = in_repo(
             &ws,
-            &["registry", "revoke", file, "--reason", "bad", "--registry", "reg"],
+            &[
+                "registry",
+                "revoke",
+                file,
+                "--reason",
+                "bad",
+                "--registry",
+                "reg",
+            ],
         )
         .expect_code(INPUT, file);
         assert!(
@@ -771,14 +804,29 @@ fn issue11_revoking_an_attestation_is_refused_with_what_to_pass() {
             run.stderr
         );
     }
-    let list = in_repo(&ws, &["registry", "revocations", "--registry", "reg", "--json"])
-        .expect_code(OK, "list");
+    let list = in_repo(
+        &ws,
+        &["registry", "revocations", "--registry", "reg", "--json"],
+    )
+    .expect_code(OK, "list");
     assert_eq!(list.json()["revocations"], serde_json::json!([]));
     in_repo(
         &ws,
-        &["registry", "revoke", "out1/adapter.bin", "--reason", "bad", "--registry", "reg"],
+        &[
+            "registry",
+            "revoke",
+            "out1/adapter.bin",
+            "--reason",
+            "bad",
+            "--registry",
+            "reg",
+        ],
     )
     .expect_code(OK, "the product it names");
-    verify(&ws, "out1/provenance.intoto.json", &["--key", "../keys/signer.pub"])
-        .expect_code(FAILED, "revoked through its product");
+    verify(
+        &ws,
+        "out1/provenance.intoto.json",
+        &["--key", "../keys/signer.pub"],
+    )
+    .expect_code(FAILED, "revoked through its product");
 }

@@ -504,7 +504,9 @@ fn issue11_verify_requires_the_provenance_predicate() {
     let bundle = read_json(&ws.path("model/model.sig"));
     write_json(&ws.path("inner.intoto.json"), &bundle["dsseEnvelope"]);
     let base = ["verify", "inner.intoto.json", "--key", "keys/signer.pub"];
-    let run = ws.run(&base).expect_code(FAILED, "OMS statement as provenance");
+    let run = ws
+        .run(&base)
+        .expect_code(FAILED, "OMS statement as provenance");
     assert!(
         run.stderr.contains("predicateType") && run.stderr.contains("--any-predicate"),
         "{}",
@@ -551,11 +553,7 @@ fn signed_with_subjects(ws: &Workspace, names: &[&str]) {
         .iter()
         .map(|n| ResourceDescriptor::named(*n, digest_set_of(b"weights")))
         .collect();
-    let statement = Statement::new(
-        subjects,
-        attest::slsa::PROVENANCE_V1,
-        serde_json::json!({}),
-    );
+    let statement = Statement::new(subjects, attest::slsa::PROVENANCE_V1, serde_json::json!({}));
     let envelope = Envelope::sign(
         IN_TOTO_PAYLOAD_TYPE,
         &statement.to_json().expect("json"),
@@ -575,8 +573,8 @@ fn issue11_subject_names_are_confined_to_the_model_dir() {
     let outside = ws.path("x").display().to_string();
     for name in ["../x", outside.as_str(), "sub/../../x", "./adapter.bin"] {
         signed_with_subjects(&ws, &["adapter.bin", name]);
-        let run = verify_attestation(&ws, &["--model-dir", "out", "--json"])
-            .expect_code(FAILED, name);
+        let run =
+            verify_attestation(&ws, &["--model-dir", "out", "--json"]).expect_code(FAILED, name);
         assert!(
             run.stderr.contains("escapes --model-dir"),
             "{name}: {}",
@@ -626,9 +624,15 @@ fn issue11_unsigned_approval_files_are_extra_files() {
         &serde_json::to_vec(&vsa).expect("json"),
         &[&key],
     );
-    ws.write("out/provenance.approval-prod.intoto.json", genuine.to_json());
+    ws.write(
+        "out/provenance.approval-prod.intoto.json",
+        genuine.to_json(),
+    );
     verify_attestation(&ws, &["--model-dir", "out"]).expect_code(OK, "genuine approval");
-    ws.write("out/sub/provenance.approval-prod.intoto.json", genuine.to_json());
+    ws.write(
+        "out/sub/provenance.approval-prod.intoto.json",
+        genuine.to_json(),
+    );
     verify_attestation(&ws, &["--model-dir", "out"]).expect_code(FAILED, "not beside it");
 }
 

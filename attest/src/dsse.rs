@@ -231,16 +231,13 @@ impl Envelope {
                 ));
                 continue;
             }
-            match candidates
-                .into_iter()
-                .find(|&i| {
-                    if allow_high_s {
-                        trusted[i].verify_allowing_high_s(&message, &bytes)
-                    } else {
-                        trusted[i].verify(&message, &bytes)
-                    }
-                })
-            {
+            match candidates.into_iter().find(|&i| {
+                if allow_high_s {
+                    trusted[i].verify_allowing_high_s(&message, &bytes)
+                } else {
+                    trusted[i].verify(&message, &bytes)
+                }
+            }) {
                 Some(i) => signed[i] = true,
                 None => reasons.push(format!("signature {index}: invalid for the trusted key")),
             }

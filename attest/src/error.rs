@@ -127,7 +127,9 @@ pub enum DsseError {
     #[error("the envelope carries no signatures")]
     NoSignatures,
     /// The envelope is larger than verifiers read.
-    #[error("{size} bytes is more than the {limit} bytes an envelope may have; is this an attestation?")]
+    #[error(
+        "{size} bytes is more than the {limit} bytes an envelope may have; is this an attestation?"
+    )]
     TooLarge {
         /// The size found.
         size: u64,

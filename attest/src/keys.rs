@@ -317,8 +317,7 @@ impl PublicKey {
         match &self.inner {
             PublicInner::P256(k) => match p256::ecdsa::Signature::from_der(signature) {
                 Ok(sig) => {
-                    (allow_high_s || sig.normalize_s().is_none())
-                        && k.verify(message, &sig).is_ok()
+                    (allow_high_s || sig.normalize_s().is_none()) && k.verify(message, &sig).is_ok()
                 }
                 Err(_) => false,
             },
@@ -442,7 +441,10 @@ pub(crate) mod tests {
             assert!(key.public_key().verify(&message, &sig));
             let twin = high_s_twin(&sig);
             assert_ne!(twin, sig);
-            assert!(!key.public_key().verify(&message, &twin), "high-S {i} accepted");
+            assert!(
+                !key.public_key().verify(&message, &twin),
+                "high-S {i} accepted"
+            );
             assert!(key.public_key().verify_allowing_high_s(&message, &twin));
         }
     }

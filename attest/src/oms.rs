@@ -504,8 +504,8 @@ mod tests {
     fn high_s_model_signature_from_openssl_signers_is_accepted() {
         let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
         let mut sig = ModelSignature::sign(&manifest(&[("a", b"1")]), &key).expect("sign");
-        let raw = crate::dsse::decode_base64(&sig.dsse_envelope.signatures[0].sig, "sig")
-            .expect("sig");
+        let raw =
+            crate::dsse::decode_base64(&sig.dsse_envelope.signatures[0].sig, "sig").expect("sig");
         sig.dsse_envelope.signatures[0].sig =
             crate::dsse::encode_base64(&crate::keys::tests::high_s_twin(&raw));
         assert!(sig.verify(&[key.public_key()]).is_ok());

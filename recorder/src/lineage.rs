@@ -211,8 +211,9 @@ pub const MAX_VIA_FILES: usize = 20;
 /// A [shareable file](self#shareable-files) is smaller than this: 64 KiB.
 pub const SHAREABLE_MAX_BYTES: u64 = 64 * 1024;
 /// File name extensions a [shareable file](self#shareable-files) may have (lowercase).
-pub const SHAREABLE_EXTENSIONS: [&str; 9] =
-    ["json", "txt", "md", "yaml", "yml", "toml", "cfg", "ini", "jinja"];
+pub const SHAREABLE_EXTENSIONS: [&str; 9] = [
+    "json", "txt", "md", "yaml", "yml", "toml", "cfg", "ini", "jinja",
+];
 
 /// Whether a file is [shareable](self#shareable-files): `size` below 64 KiB, every name in
 /// `names` (at least one) with a text extension, and `content` (when given) text.
@@ -1739,7 +1740,11 @@ mod tests {
         let json = br#"{"r":8}"#.as_slice();
         assert!(is_shareable(["adapter_config.json"], Some(7), Some(json)));
         assert!(is_shareable(["a/README.MD", "notes.txt"], Some(7), None));
-        assert!(is_shareable(["c.json"], Some(SHAREABLE_MAX_BYTES - 1), None));
+        assert!(is_shareable(
+            ["c.json"],
+            Some(SHAREABLE_MAX_BYTES - 1),
+            None
+        ));
         assert!(!is_shareable(["c.json"], Some(SHAREABLE_MAX_BYTES), None));
         assert!(!is_shareable(["c.json"], None, None), "size unknown");
         assert!(!is_shareable(Vec::<&str>::new(), Some(7), None), "no name");

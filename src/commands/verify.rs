@@ -50,11 +50,8 @@ pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
     }
     let bytes = read_document(&args.file)?;
     let name = shown(&args.file);
-    let registry = policy::RegistryUse::find(
-        args.registry.as_deref(),
-        args.no_registry,
-        policy.is_some(),
-    )?;
+    let registry =
+        policy::RegistryUse::find(args.registry.as_deref(), args.no_registry, policy.is_some())?;
     let document: Value = serde_json::from_slice(&bytes)
         .map_err(|e| CliError::input(anyhow!("{name}: not JSON ({e})")))?;
     if !document.is_object() {
@@ -598,15 +595,10 @@ fn check_directory(
         .iter()
         .filter(|p| !named.contains(&p.as_str()) && !GIT_PATHS.contains(&p.as_str()))
         .collect();
-    for extra in extras.into_iter().filter(|p| {
-        !is_approval_of(
-            dir,
-            p.as_str(),
-            attestation,
-            attestation_sha256,
-            approvers,
-        )
-    }) {
+    for extra in extras
+        .into_iter()
+        .filter(|p| !is_approval_of(dir, p.as_str(), attestation, attestation_sha256, approvers))
+    {
         checks.push(ArtifactCheck {
             path: shown(&dir.join(extra.as_str())),
             subject: None,
@@ -645,7 +637,9 @@ fn is_approval_of(
     let named_like_one = in_dir == expected_dir
         && file
             .strip_prefix(&format!("{stem}.approval-"))
-            .is_some_and(|rest| rest.len() > ".intoto.json".len() && rest.ends_with(".intoto.json"));
+            .is_some_and(|rest| {
+                rest.len() > ".intoto.json".len() && rest.ends_with(".intoto.json")
+            });
     let path = dir.join(relative);
     if !named_like_one || std::fs::metadata(&path).map_or(true, |m| m.len() > 1 << 20) {
         return false;
