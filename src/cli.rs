@@ -56,7 +56,9 @@ pub enum Command {
         trainprov verify out/provenance.intoto.json --key a.pub --key b.pub --threshold 2 --model-dir out --json\n  \
         trainprov verify out/provenance.intoto.json --policy policy.toml --env prod --model-dir out\n\n\
         With a registry (--registry, $TRAINPROV_REGISTRY or .trainprov/ at the git root), an attestation that\n\
-        descends from a revoked artifact (`trainprov registry revoke`) fails, naming the path through its lineage."
+        descends from a revoked artifact (`trainprov registry revoke`) fails, naming the path through its lineage.\n\
+        The output names the registry read and how it was found. With --policy, no registry is exit 2 unless\n\
+        --no-registry (then revocations are reported as not checked)."
     )]
     Verify(VerifyArgs),
     /// Approve an attestation for a deploy environment: a signed SLSA Verification Summary.
@@ -276,9 +278,18 @@ pub struct VerifyArgs {
     #[arg(long = "key", value_name = "PUB", required_unless_present = "policy")]
     pub keys: Vec<PathBuf>,
     /// How many distinct trusted keys must have signed (DSSE attestations); with --policy, the
-    /// larger of this and the policy's threshold.
+    /// larger of this and the policy's threshold. A model.sig (OpenSSF Model Signing bundle)
+    /// carries exactly one signature: N > 1 is refused for it (exit 2); require co-signers on
+    /// the attestation (provenance.intoto.json) instead.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threshold: usize,
+    /// The predicateType the attestation must have [default: https://slsa.dev/provenance/v1].
+    #[arg(long, value_name = "URI", conflicts_with_all = ["any_predicate", "policy"])]
+    pub predicate_type: Option<String>,
+    /// Accept a signed Statement of any predicateType (an approval, say), not only SLSA
+    /// Provenance v1.
+    #[arg(long, conflicts_with = "policy")]
+    pub any_predicate: bool,
     /// Also check the attestation against this policy (TOML, see examples/policy.toml); every
     /// failed rule is reported with what was found.
     #[arg(long, value_name = "POLICY.toml")]
@@ -310,9 +321,15 @@ pub struct VerifyArgs {
     #[arg(long, requires = "inputs")]
     pub trust_cache: bool,
     /// Registry holding the run's stored manifests (for --inputs and the policy), revocations
-    /// and approvals [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root].
+    /// and approvals [default: $TRAINPROV_REGISTRY, else .trainprov/ at the git root]. The
+    /// output says which was read and how it was found. With --policy a missing registry is an
+    /// input error (exit 2): revocations fail closed.
     #[arg(long, value_name = "DIR")]
     pub registry: Option<PathBuf>,
+    /// Read no registry: revocations and recorded approvals are not checked, and the output
+    /// says so (only --approval files count).
+    #[arg(long, conflicts_with_all = ["registry", "inputs"])]
+    pub no_registry: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
 }
@@ -389,7 +406,8 @@ pub struct RunArgs {
     /// Output directory; every file in it after the command is a product.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Private key to sign the record with. Repeat to co-sign.
+    /// Private key to sign the record with. Repeat to co-sign the attestation; OUT/model.sig
+    /// (an OpenSSF model signature, one signature per bundle) is signed by the first --key only.
     #[arg(long = "key", value_name = "KEY", required = true)]
     pub keys: Vec<PathBuf>,
     /// A dataset (directory or file) the command reads. Repeatable.
@@ -491,7 +509,8 @@ pub enum RegistryCommand {
     )]
     Revoke {
         /// A file (hashed), a directory (snapshotted), or a digest: sha256:<hex>, blake3:<hex> or
-        /// 64 bare hex digits.
+        /// 64 bare hex digits. An attestation (*.intoto.json) is refused: revoke the product
+        /// files it names (or their directory) instead.
         #[arg(value_name = "PATH_OR_DIGEST")]
         target: String,
         /// Why it is revoked (shown by every failing verification).

@@ -531,3 +531,45 @@ fn blake3_hex(ws: &Workspace, rel: &str) -> String {
         })
         .expect("file in manifest")
 }
+
+/// Issue 11: a copy of a poisoned run's weights made by an unaffected run (`run -- cp`) excused
+/// a partial overlap, so a run using those weights was not `affected`. Only small text files
+/// (the shared `adapter_config.json`) are excused now.
+#[test]
+fn issue11_copied_weights_keep_a_partial_overlap_affected() {
+    let ws = Workspace::new();
+    ws.keygen("signer", "");
+    ws.write("repo/README.md", "launder\n");
+    ws.git("repo", &["init", "-q"]);
+    ws.git("repo", &["add", "."]);
+    ws.git("repo", &["commit", "-qm", "init"]);
+    ws.write("repo/da/a.csv", "a\n1\n");
+    let a = record(
+        &ws,
+        "outa",
+        &["--data", "da"],
+        "mkdir -p outa && (cat da/a.csv; echo w) > outa/w.bin && echo a > outa/notes.txt",
+    );
+    let copy = record(
+        &ws,
+        "outb",
+        &[],
+        "mkdir -p outb && cp outa/w.bin outb/w.bin",
+    );
+    ws.write("repo/mix/w.bin", ws.read("repo/outa/w.bin"));
+    ws.write("repo/mix/README", "mine\n");
+    let c = record(
+        &ws,
+        "outc",
+        &["--adapter", "mix"],
+        "mkdir -p outc && cat mix/w.bin > outc/final.bin",
+    );
+    let from_a = affected(&ws, "da/a.csv");
+    assert_eq!(
+        generations(&from_a),
+        [(a.clone(), 1), (c.clone(), 2)],
+        "{from_a:#}"
+    );
+    assert_eq!(from_a["runs"][1]["via"][0]["rule"], "partial");
+    assert!(!copy.is_empty());
+}

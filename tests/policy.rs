@@ -608,3 +608,225 @@ fn same_policy_requires_approvals_under_the_current_policy() {
     verify(&ws, attestation, &["--policy", &policy, "--env", "prod"])
         .expect_code(OK, "approved under v2");
 }
+
+/// `trainprov verify ARGS` run in the workspace root: outside the repository, as on a CI or
+/// deploy host.
+fn verify_elsewhere(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> util::Run {
+    let mut all = vec!["verify"];
+    all.extend_from_slice(args);
+    ws.run_env(&all, env)
+}
+
+/// Issue 11: `verify --policy` outside the repository found no registry and printed "every rule
+/// met" for a revoked model. A gate without a registry now fails (exit 2) unless
+/// `--no-registry` says so, and every output names the registry read and how it was found.
+#[test]
+fn issue11_policy_gate_without_a_registry_fails_closed() {
+    let (ws, _) = scenario();
+    in_repo(
+        &ws,
+        &[
+            "registry",
+            "revoke",
+            "data/shard-002.csv",
+            "--reason",
+            "poisoned",
+            "--registry",
+            "reg",
+        ],
+    )
+    .expect_code(OK, "revoke");
+    let policy = write_policy(
+        &ws,
+        "p.toml",
+        "[signers]\nkeys = [\"../keys/signer.pub\"]\n",
+    );
+    let policy = policy.trim_start_matches("../");
+    let attestation = "repo/out1/provenance.intoto.json";
+    let run = verify_elsewhere(&ws, &[attestation, "--policy", policy], &[])
+        .expect_code(INPUT, "no registry: fails closed");
+    assert!(
+        run.stderr.contains("no registry") && run.stderr.contains("--no-registry"),
+        "{}",
+        run.stderr
+    );
+
+    let run = verify_elsewhere(
+        &ws,
+        &[attestation, "--policy", policy, "--no-registry"],
+        &[],
+    )
+    .expect_code(OK, "--no-registry");
+    assert!(
+        run.stdout
+            .contains("revocations NOT checked (--no-registry)"),
+        "{}",
+        run.stdout
+    );
+    let run = verify_elsewhere(
+        &ws,
+        &[attestation, "--policy", policy, "--no-registry", "--json"],
+        &[],
+    )
+    .expect_code(OK, "--no-registry --json");
+    assert_eq!(
+        run.json()["registry"]["revocations"],
+        "not-checked: --no-registry"
+    );
+
+    // Named by the environment: the revocation is found, and the output says where from.
+    let reg = ws.path("repo/reg").display().to_string();
+    let run = verify_elsewhere(
+        &ws,
+        &[attestation, "--policy", policy, "--json"],
+        &[("TRAINPROV_REGISTRY", reg.as_str())],
+    )
+    .expect_code(FAILED, "registry from the environment");
+    assert_eq!(violated(&run), vec!["revocation"]);
+    assert_eq!(
+        run.json()["detail"]["registry"]["found_by"],
+        "TRAINPROV_REGISTRY"
+    );
+    assert_eq!(run.json()["detail"]["registry"]["path"], reg.as_str());
+
+    // Without a policy nothing is gated, but the output says revocations were not checked,
+    // and which registry discovery picked.
+    let run = in_repo(
+        &ws,
+        &[
+            "verify",
+            "out1/provenance.intoto.json",
+            "--key",
+            "../keys/signer.pub",
+        ],
+    )
+    .expect_code(OK, "no policy, git-root discovery");
+    assert!(
+        run.stdout
+            .contains("revocations NOT checked: no registry at")
+            && run.stdout.contains("found by git-root"),
+        "{}",
+        run.stdout
+    );
+    let run = verify(
+        &ws,
+        "out1/model.sig",
+        &["--key", "../keys/signer.pub", "--json"],
+    )
+    .expect_code(FAILED, "model.sig, --registry");
+    assert_eq!(run.json()["detail"]["registry"]["found_by"], "--registry");
+}
+
+/// Issue 11: a revoked model was laundered by a later run producing the same bytes
+/// (`trainprov run -- cp out1/adapter.bin x/`). Taint follows content: both the copy's model.sig
+/// and its attestation fail; only a small text file some clean run made too is exempt.
+#[test]
+fn issue11_revoked_product_is_not_laundered_by_a_copy() {
+    let (ws, first) = scenario();
+    record(
+        &ws,
+        "outc",
+        &[],
+        "mkdir -p outc && cp out1/adapter.bin outc/adapter.bin",
+    );
+    let trust = ["--key", "../keys/signer.pub"];
+    verify(&ws, "outc/model.sig", &trust).expect_code(OK, "before the revocation");
+    in_repo(
+        &ws,
+        &[
+            "registry",
+            "revoke",
+            "data/shard-002.csv",
+            "--reason",
+            "poisoned",
+            "--registry",
+            "reg",
+        ],
+    )
+    .expect_code(OK, "revoke");
+    let expected = format!(
+        "data/shard-002.csv (revoked: poisoned) → run {}… → adapter.bin",
+        &first[..8]
+    );
+    for file in ["outc/model.sig", "outc/provenance.intoto.json"] {
+        let run = verify(&ws, file, &trust).expect_code(FAILED, file);
+        assert!(run.stderr.contains(&expected), "{file}: {}", run.stderr);
+    }
+
+    // Both sides of the exemption: a poisoned run and a clean one write the same small text
+    // file (exempt) and the same small binary file (not exempt, whatever its size).
+    record(
+        &ws,
+        "outp",
+        &["--data", "data"],
+        "mkdir -p outp && echo 'r: 8' > outp/notes.txt && printf 'w\\0' > outp/tiny.bin && cat data/*.csv > outp/w.bin",
+    );
+    record(
+        &ws,
+        "outt",
+        &["--data", "data2"],
+        "mkdir -p outt && echo 'r: 8' > outt/notes.txt && cat data2/*.csv > outt/w.bin",
+    );
+    record(
+        &ws,
+        "outb",
+        &["--data", "data2"],
+        "mkdir -p outb && printf 'w\\0' > outb/tiny.bin && cat data2/*.csv > outb/w.bin",
+    );
+    verify(&ws, "outt/model.sig", &trust).expect_code(OK, "shared small text file");
+    verify(&ws, "outt/provenance.intoto.json", &trust).expect_code(OK, "shared text, attestation");
+    let run = verify(&ws, "outb/model.sig", &trust).expect_code(FAILED, "shared small binary file");
+    assert!(run.stderr.contains("tiny.bin"), "{}", run.stderr);
+}
+
+/// Issue 11: `registry revoke ATTESTATION` was accepted and changed nothing (no run lists the
+/// attestation file as a product). It is refused with what to pass instead.
+#[test]
+fn issue11_revoking_an_attestation_is_refused_with_what_to_pass() {
+    let (ws, _) = scenario();
+    for file in ["out1/provenance.intoto.json", "out1/model.sig"] {
+        let run = in_repo(
+            &ws,
+            &[
+                "registry",
+                "revoke",
+                file,
+                "--reason",
+                "bad",
+                "--registry",
+                "reg",
+            ],
+        )
+        .expect_code(INPUT, file);
+        assert!(
+            run.stderr.contains("signed statement") && run.stderr.contains("sha256:<hex>"),
+            "{file}: {}",
+            run.stderr
+        );
+    }
+    let list = in_repo(
+        &ws,
+        &["registry", "revocations", "--registry", "reg", "--json"],
+    )
+    .expect_code(OK, "list");
+    assert_eq!(list.json()["revocations"], serde_json::json!([]));
+    in_repo(
+        &ws,
+        &[
+            "registry",
+            "revoke",
+            "out1/adapter.bin",
+            "--reason",
+            "bad",
+            "--registry",
+            "reg",
+        ],
+    )
+    .expect_code(OK, "the product it names");
+    verify(
+        &ws,
+        "out1/provenance.intoto.json",
+        &["--key", "../keys/signer.pub"],
+    )
+    .expect_code(FAILED, "revoked through its product");
+}

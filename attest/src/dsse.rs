@@ -18,7 +18,15 @@
 //! against the trusted keys. A signature with a non-empty `keyid` is only tried against the key
 //! with that keyid (as securesystemslib does); one with an empty `keyid` is tried against every
 //! key. The envelope passes when at least `threshold` *distinct* trusted keys signed it. Only
-//! then does the caller get the payload, wrapped in [`VerifiedPayload`].
+//! then does the caller get the payload, wrapped in [`VerifiedPayload`]: nothing in the payload
+//! is parsed before its signature has been checked over the PAE (the Statement is parsed by
+//! [`crate::statement::Statement::from_verified`], which takes a [`VerifiedPayload`]). ECDSA
+//! signatures must be in low-S form (see [`crate::keys`]).
+//!
+//! # Size
+//! Callers read at most [`MAX_ENVELOPE_BYTES`] (16 MiB) of envelope JSON: a signed Statement
+//! over 20,000 files is about 3 MiB, so this leaves room while bounding what an unauthenticated
+//! file can make a verifier parse and hold.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
@@ -30,6 +38,9 @@ use crate::keys::{PublicKey, SigningKey};
 
 /// The payload type of in-toto Statements.
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// The largest envelope (or Sigstore bundle around one) a verifier reads, in bytes: 16 MiB.
+pub const MAX_ENVELOPE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A DSSE envelope as it appears on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,8 +145,14 @@ impl Envelope {
         }
     }
 
-    /// Parses an envelope from JSON bytes.
+    /// Parses an envelope from JSON bytes (at most [`MAX_ENVELOPE_BYTES`]).
     pub fn from_json(bytes: &[u8]) -> Result<Envelope, DsseError> {
+        if bytes.len() as u64 > MAX_ENVELOPE_BYTES {
+            return Err(DsseError::TooLarge {
+                size: bytes.len() as u64,
+                limit: MAX_ENVELOPE_BYTES,
+            });
+        }
         serde_json::from_slice(bytes).map_err(|e| DsseError::NotAnEnvelope {
             detail: e.to_string(),
         })
@@ -154,6 +171,27 @@ impl Envelope {
         expected_type: &str,
         trusted: &[PublicKey],
         threshold: usize,
+    ) -> Result<VerifiedPayload, DsseError> {
+        self.verify_with(expected_type, trusted, threshold, false)
+    }
+
+    /// [`Envelope::verify`] accepting high-S ECDSA signatures too: for OpenSSF model
+    /// signatures only (see [`crate::keys`]).
+    pub(crate) fn verify_allowing_high_s(
+        &self,
+        expected_type: &str,
+        trusted: &[PublicKey],
+        threshold: usize,
+    ) -> Result<VerifiedPayload, DsseError> {
+        self.verify_with(expected_type, trusted, threshold, true)
+    }
+
+    fn verify_with(
+        &self,
+        expected_type: &str,
+        trusted: &[PublicKey],
+        threshold: usize,
+        allow_high_s: bool,
     ) -> Result<VerifiedPayload, DsseError> {
         if threshold == 0 || threshold > trusted.len() {
             return Err(DsseError::BadThreshold {
@@ -193,10 +231,13 @@ impl Envelope {
                 ));
                 continue;
             }
-            match candidates
-                .into_iter()
-                .find(|&i| trusted[i].verify(&message, &bytes))
-            {
+            match candidates.into_iter().find(|&i| {
+                if allow_high_s {
+                    trusted[i].verify_allowing_high_s(&message, &bytes)
+                } else {
+                    trusted[i].verify(&message, &bytes)
+                }
+            }) {
                 Some(i) => signed[i] = true,
                 None => reasons.push(format!("signature {index}: invalid for the trusted key")),
             }
@@ -313,6 +354,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Issue 11: the high-S twin of a signature made a second valid file for one attestation.
+    #[test]
+    fn issue11_high_s_twin_of_an_envelope_is_rejected() {
+        let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
+        let trusted = [key.public_key()];
+        let envelope = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &[&key]);
+        let sig = decode_base64(&envelope.signatures[0].sig, "sig").expect("sig");
+        let mut twin = envelope.clone();
+        twin.signatures[0].sig = encode_base64(&crate::keys::tests::high_s_twin(&sig));
+        assert!(envelope.verify(IN_TOTO_PAYLOAD_TYPE, &trusted, 1).is_ok());
+        assert!(matches!(
+            twin.verify(IN_TOTO_PAYLOAD_TYPE, &trusted, 1),
+            Err(DsseError::Threshold { valid: 0, .. })
+        ));
+        assert!(twin
+            .verify_allowing_high_s(IN_TOTO_PAYLOAD_TYPE, &trusted, 1)
+            .is_ok());
+    }
+
+    /// Issue 11: envelopes over 16 MiB are refused before any JSON is parsed.
+    #[test]
+    fn issue11_oversized_envelope_is_refused_unparsed() {
+        let big = vec![b' '; MAX_ENVELOPE_BYTES as usize + 1];
+        assert_eq!(
+            Envelope::from_json(&big),
+            Err(DsseError::TooLarge {
+                size: MAX_ENVELOPE_BYTES + 1,
+                limit: MAX_ENVELOPE_BYTES
+            })
+        );
     }
 
     #[test]

@@ -126,6 +126,16 @@ pub enum DsseError {
     /// The envelope carries no signatures.
     #[error("the envelope carries no signatures")]
     NoSignatures,
+    /// The envelope is larger than verifiers read.
+    #[error(
+        "{size} bytes is more than the {limit} bytes an envelope may have; is this an attestation?"
+    )]
+    TooLarge {
+        /// The size found.
+        size: u64,
+        /// [`crate::dsse::MAX_ENVELOPE_BYTES`].
+        limit: u64,
+    },
     /// Fewer trusted keys signed than the threshold requires.
     #[error("signature check failed: {valid} of the required {threshold} trusted key(s) signed this payload ({detail})")]
     Threshold {

@@ -15,6 +15,16 @@
 //! DER; Ed25519 signatures are the raw 64 bytes. These are the encodings DSSE implementations
 //! such as `securesystemslib` and `model_signing` expect.
 //!
+//! **Low-S only.** An ECDSA signature `(r, s)` has a twin `(r, n - s)` that verifies too, so
+//! anyone can turn a signed file into a second, differently hashed file with the same signed
+//! content. trainprov names attestations by the SHA-256 of the file (approvals,
+//! `reproduction-of`), so [`SigningKey::sign`] always writes the low-S form (`s <= n / 2`) and
+//! [`PublicKey::verify`] rejects the high-S form (as Bitcoin's BIP 62 and libsecp256k1 do).
+//! [`PublicKey::verify_allowing_high_s`] accepts both; it exists for OpenSSF model signatures
+//! only, which OpenSSL-based signers such as `model_signing` write with a high S half of the
+//! time and which nothing names by digest. Ed25519 is not malleable this way (`verify_strict`
+//! also rejects non-canonical encodings). P-384 keys are not supported.
+//!
 //! File I/O lives in [`crate::keyfile`]; this module only converts between bytes and keys.
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _};
@@ -188,8 +198,10 @@ impl SigningKey {
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         match &self.inner {
             SigningInner::P256(k) => {
-                let sig: p256::ecdsa::DerSignature = k.sign(message);
-                sig.as_bytes().to_vec()
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                // `normalize_s` returns the low-S twin only when `s` was high.
+                let sig = sig.normalize_s().unwrap_or(sig);
+                sig.to_der().as_bytes().to_vec()
             }
             SigningInner::Ed25519(k) => k.sign(message).to_bytes().to_vec(),
         }
@@ -289,11 +301,24 @@ impl PublicKey {
     }
 
     /// Whether `signature` is a valid signature of `message` by this key. Malformed signatures
-    /// (bad DER, wrong length) are simply invalid.
+    /// (bad DER, wrong length) are simply invalid, and so is an ECDSA signature in its high-S
+    /// form (see the module docs).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_with(message, signature, false)
+    }
+
+    /// Like [`PublicKey::verify`], but an ECDSA signature may be in either S form. Only for
+    /// formats whose files are never identified by digest (OpenSSF model signatures).
+    pub fn verify_allowing_high_s(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_with(message, signature, true)
+    }
+
+    fn verify_with(&self, message: &[u8], signature: &[u8], allow_high_s: bool) -> bool {
         match &self.inner {
-            PublicInner::P256(k) => match p256::ecdsa::DerSignature::from_bytes(signature) {
-                Ok(sig) => k.verify(message, &sig).is_ok(),
+            PublicInner::P256(k) => match p256::ecdsa::Signature::from_der(signature) {
+                Ok(sig) => {
+                    (allow_high_s || sig.normalize_s().is_none()) && k.verify(message, &sig).is_ok()
+                }
                 Err(_) => false,
             },
             PublicInner::Ed25519(k) => match ed25519_dalek::Signature::from_slice(signature) {
@@ -355,7 +380,7 @@ fn spki_algorithm(der: &[u8]) -> Result<String, KeyParseError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const ALL: [KeyAlgorithm; 2] = [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519];
@@ -392,6 +417,35 @@ mod tests {
             assert!(!key.public_key().verify(b"hello", &sig[..sig.len() - 1]));
             let other = SigningKey::generate(alg);
             assert!(!other.public_key().verify(b"hello", &sig));
+        }
+    }
+
+    /// `(r, s)` → `(r, n - s)`: the high-S twin of a low-S signature, as DER.
+    pub(crate) fn high_s_twin(der: &[u8]) -> Vec<u8> {
+        let sig = p256::ecdsa::Signature::from_der(der).expect("DER signature");
+        let (r, s) = sig.split_scalars();
+        let twin = p256::ecdsa::Signature::from_scalars(r, -*s).expect("twin");
+        twin.to_der().as_bytes().to_vec()
+    }
+
+    /// Issue 11: a high-S ECDSA signature verified, so one attestation had two files (two
+    /// SHA-256s). We only write low S, and only accept it (except where asked).
+    #[test]
+    fn issue11_ecdsa_high_s_is_rejected_and_never_written() {
+        let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
+        for i in 0..64u8 {
+            let message = [i; 3];
+            let sig = key.sign(&message);
+            let parsed = p256::ecdsa::Signature::from_der(&sig).expect("DER");
+            assert!(parsed.normalize_s().is_none(), "signature {i} is high-S");
+            assert!(key.public_key().verify(&message, &sig));
+            let twin = high_s_twin(&sig);
+            assert_ne!(twin, sig);
+            assert!(
+                !key.public_key().verify(&message, &twin),
+                "high-S {i} accepted"
+            );
+            assert!(key.public_key().verify_allowing_high_s(&message, &twin));
         }
     }
 

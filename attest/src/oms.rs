@@ -421,7 +421,11 @@ impl ModelSignature {
                 trusted,
             });
         }
-        let payload = self.dsse_envelope.verify(IN_TOTO_PAYLOAD_TYPE, &keys, 1)?;
+        // High-S ECDSA is accepted here only: OpenSSL-based signers (`model_signing`) write it
+        // half of the time, and no one names a model.sig by its digest (see `crate::keys`).
+        let payload = self
+            .dsse_envelope
+            .verify_allowing_high_s(IN_TOTO_PAYLOAD_TYPE, &keys, 1)?;
         let statement = Statement::<Value>::from_verified(payload, Some(OMS_PREDICATE_TYPE))?;
         let manifest = ModelManifest::from_statement(&statement)?;
         Ok(statement.map(|_| manifest))
@@ -492,6 +496,19 @@ mod tests {
         assert_eq!(diff.missing, ["config.json"]);
         assert_eq!(diff.extra, ["extra"]);
         assert_eq!(diff.changed, ["w.safetensors"]);
+    }
+
+    /// Issue 11: high-S is refused in attestations but accepted in model.sig, which
+    /// `model_signing` (OpenSSL) writes with a high S half of the time.
+    #[test]
+    fn high_s_model_signature_from_openssl_signers_is_accepted() {
+        let key = SigningKey::generate(KeyAlgorithm::EcdsaP256);
+        let mut sig = ModelSignature::sign(&manifest(&[("a", b"1")]), &key).expect("sign");
+        let raw =
+            crate::dsse::decode_base64(&sig.dsse_envelope.signatures[0].sig, "sig").expect("sig");
+        sig.dsse_envelope.signatures[0].sig =
+            crate::dsse::encode_base64(&crate::keys::tests::high_s_twin(&raw));
+        assert!(sig.verify(&[key.public_key()]).is_ok());
     }
 
     #[test]

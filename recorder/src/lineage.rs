@@ -43,9 +43,10 @@
 //! | `partial` | otherwise | some products kept, some files added |
 //!
 //! `exact`, `contains` and `within` always count. A `partial` overlap counts only when at least
-//! one shared file was produced by no other eligible run: the `adapter_config.json` that every
-//! LoRA run with the same settings writes byte for byte says nothing about which run made a
-//! directory. A run is **eligible** as the producer of a snapshot unless it consumed that very
+//! one shared file was produced by no other eligible run, or is not a
+//! [shareable file](#shareable-files): the `adapter_config.json` that every LoRA run with the
+//! same settings writes byte for byte says nothing about which run made a directory, but
+//! identical weights do. A run is **eligible** as the producer of a snapshot unless it consumed that very
 //! snapshot (same digest: it existed before that run, which at most copied files out of it), or
 //! it is the run whose input is being explained, or it started after that run (a later run
 //! cannot have made its input, even if it reproduced the same bytes; times have one-second
@@ -60,6 +61,24 @@
 //! eligible run" reads "no eligible run outside the affected set". A run is listed once, at its
 //! lowest generation, with every input that matched at that generation (`via`); its products
 //! are listed after the runs. For a run target, generation 1 is what consumed its products.
+//!
+//! # Shareable files
+//!
+//! The exemption above (and the one revocation checks apply, `crate::revocation`) covers only
+//! small non-weight files, so that byte-identical weights are never excused by an unaffected
+//! run that produced (or copied) them too. A file is **shareable** when all of these hold:
+//!
+//! - its size is known and below [`SHAREABLE_MAX_BYTES`] (64 KiB);
+//! - every name it was recorded under (as a product of any run, and the name at hand) ends in
+//!   one of [`SHAREABLE_EXTENSIONS`] (`.json`, `.txt`, `.md`, `.yaml`, `.yml`, `.toml`, `.cfg`,
+//!   `.ini`, `.jinja`; case-insensitive), so no weight or tensor format
+//!   (`.safetensors`, `.bin`, `.pt`, `.gguf`, `.npy`, `.onnx`, `.h5`, `.pkl`, ...) qualifies;
+//! - where its bytes are at hand (a model directory being verified), they are text: valid UTF-8
+//!   with no control character other than tab, LF and CR, which no weight format's magic
+//!   passes (safetensors' little-endian length has NUL bytes, pickle starts `\x80`, zip
+//!   `PK\x03\x04`, GGUF and NumPy headers carry NULs or `\x93`, HDF5 `\x89HDF`).
+//!
+//! See [`is_shareable`].
 //!
 //! # Targets
 //!
@@ -188,6 +207,58 @@ pub const FILE_INPUT_KINDS: [&str; 4] = ["config", "lockfile", "code-diff", "fil
 pub const SHA256_SCAN_LIMIT: u64 = 4 << 30;
 /// Matched file paths kept per input in [`Via::files`] (the count is always complete).
 pub const MAX_VIA_FILES: usize = 20;
+/// A [shareable file](self#shareable-files) is smaller than this: 64 KiB.
+pub const SHAREABLE_MAX_BYTES: u64 = 64 * 1024;
+/// File name extensions a [shareable file](self#shareable-files) may have (lowercase).
+pub const SHAREABLE_EXTENSIONS: [&str; 9] = [
+    "json", "txt", "md", "yaml", "yml", "toml", "cfg", "ini", "jinja",
+];
+
+/// Whether a file is [shareable](self#shareable-files): `size` below 64 KiB, every name in
+/// `names` (at least one) with a text extension, and `content` (when given) text.
+pub fn is_shareable<'n>(
+    names: impl IntoIterator<Item = &'n str>,
+    size: Option<u64>,
+    content: Option<&[u8]>,
+) -> bool {
+    let small = size.is_some_and(|s| s < SHAREABLE_MAX_BYTES);
+    let mut any = false;
+    let text_names = names.into_iter().all(|name| {
+        any = true;
+        let file = name.rsplit('/').next().unwrap_or(name);
+        file.rsplit_once('.').is_some_and(|(_, ext)| {
+            SHAREABLE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
+        })
+    });
+    let text = content.is_none_or(|bytes| {
+        std::str::from_utf8(bytes).is_ok_and(|t| {
+            !t.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        })
+    });
+    small && any && text_names && text
+}
+
+/// Every name under which a run recorded a product with this BLAKE3, and its size.
+pub(crate) fn product_names(
+    conn: &Connection,
+    blake3: &str,
+) -> Result<(Vec<String>, Option<u64>), LineageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT l.name, a.size FROM artifacts a JOIN run_artifacts l ON l.artifact_id = a.id
+         WHERE a.kind = 'file' AND a.blake3 = ?1 AND l.role = 'output'",
+    )?;
+    let mut names = Vec::new();
+    let mut size = None;
+    for row in stmt.query_map([blake3], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+    })? {
+        let (name, s) = row?;
+        names.push(name);
+        size = size.or(s.map(|s| s as u64));
+    }
+    Ok((names, size))
+}
 
 /// Errors of lineage queries; one line each.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +290,14 @@ pub enum LineageError {
     /// The argument names something that is neither a file nor a directory.
     #[error("{0}: not a regular file or directory")]
     NotAFileOrDirectory(String),
+    /// An attestation or model signature was given where the artifact it names is meant.
+    #[error(
+        "{0}: is a signed statement (DSSE attestation or model.sig), not an artifact; revoking its \
+         bytes would change nothing. Revoke what it names instead: its product files or their \
+         directory (`trainprov registry revoke out/adapter_model.safetensors`), or a subject's \
+         digest (sha256:<hex>, listed by `trainprov verify {0} --json`)"
+    )]
+    SignedStatement(String),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1460,6 +1539,16 @@ pub fn affected(conn: &Connection, target: &Target) -> Result<Affected, LineageE
                             distinctive = true;
                             break;
                         }
+                        let (names, size) = product_names(conn, digest)?;
+                        let here = matched.iter().filter(|(_, b)| b == digest);
+                        let names = names
+                            .iter()
+                            .map(String::as_str)
+                            .chain(here.map(|(p, _)| p.as_str()));
+                        if !is_shareable(names, size, None) {
+                            distinctive = true;
+                            break;
+                        }
                     }
                     if !distinctive {
                         continue;
@@ -1641,6 +1730,51 @@ mod tests {
         assert_eq!(classify(&set(&["a", "b", "c"]), &p, 2), MatchRule::Contains);
         assert_eq!(classify(&set(&["a"]), &p, 1), MatchRule::Within);
         assert_eq!(classify(&set(&["a", "c"]), &p, 1), MatchRule::Partial);
+    }
+
+    /// Issue 11: the shared-file exemption covers small text files only; both sides of each
+    /// bound (size, name, content).
+    #[test]
+    fn issue11_shareable_means_small_text_by_name_and_content() {
+        let json = br#"{"r":8}"#.as_slice();
+        assert!(is_shareable(["adapter_config.json"], Some(7), Some(json)));
+        assert!(is_shareable(["a/README.MD", "notes.txt"], Some(7), None));
+        assert!(is_shareable(
+            ["c.json"],
+            Some(SHAREABLE_MAX_BYTES - 1),
+            None
+        ));
+        assert!(!is_shareable(["c.json"], Some(SHAREABLE_MAX_BYTES), None));
+        assert!(!is_shareable(["c.json"], None, None), "size unknown");
+        assert!(!is_shareable(Vec::<&str>::new(), Some(7), None), "no name");
+        for weight in [
+            "adapter.safetensors",
+            "pytorch_model.bin",
+            "m.pt",
+            "m.gguf",
+            "x.npy",
+            "m.onnx",
+            "LICENSE",
+        ] {
+            assert!(!is_shareable([weight], Some(7), None), "{weight}");
+        }
+        assert!(
+            !is_shareable(["copy.json", "adapter.safetensors"], Some(7), None),
+            "one weight name among the recorded names"
+        );
+        for magic in [
+            b"\x08\x00\x00\x00\x00\x00\x00\x00{}".as_slice(),
+            b"\x80\x04\x95".as_slice(),
+            b"PK\x03\x04".as_slice(),
+            b"GGUF\x03\x00\x00\x00".as_slice(),
+            b"\x93NUMPY".as_slice(),
+            b"\x89HDF\r\n".as_slice(),
+        ] {
+            assert!(
+                !is_shareable(["config.json"], Some(magic.len() as u64), Some(magic)),
+                "{magic:?}"
+            );
+        }
     }
 
     #[test]

@@ -107,6 +107,54 @@ pub fn git_root(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// How a registry directory was chosen (the rule of the module docs that matched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// `--registry DIR`.
+    Flag,
+    /// `$TRAINPROV_REGISTRY`.
+    Environment,
+    /// `.trainprov/` at the git root above the current directory.
+    GitRoot,
+    /// `.trainprov/` in the current directory (no git work tree).
+    CurrentDirectory,
+}
+
+impl RegistrySource {
+    /// A short name for output: `--registry`, `TRAINPROV_REGISTRY`, `git-root`, `current-dir`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistrySource::Flag => "--registry",
+            RegistrySource::Environment => REGISTRY_ENV,
+            RegistrySource::GitRoot => "git-root",
+            RegistrySource::CurrentDirectory => "current-dir",
+        }
+    }
+
+    /// Whether the location was found by looking around the current directory rather than
+    /// named by the user (a gate may then be reading an untrusted checkout's registry).
+    pub fn discovered(self) -> bool {
+        matches!(
+            self,
+            RegistrySource::GitRoot | RegistrySource::CurrentDirectory
+        )
+    }
+}
+
+/// [`registry_dir`], and which rule chose it.
+pub fn locate_registry(explicit: Option<&Path>, cwd: &Path) -> (PathBuf, RegistrySource) {
+    if let Some(dir) = explicit {
+        return (dir.to_path_buf(), RegistrySource::Flag);
+    }
+    if let Some(dir) = std::env::var_os(REGISTRY_ENV).filter(|v| !v.is_empty()) {
+        return (PathBuf::from(dir), RegistrySource::Environment);
+    }
+    match git_root(cwd) {
+        Some(root) => (root.join(REGISTRY_DIR), RegistrySource::GitRoot),
+        None => (cwd.join(REGISTRY_DIR), RegistrySource::CurrentDirectory),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

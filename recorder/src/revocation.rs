@@ -20,6 +20,18 @@
 //! An attestation recorded elsewhere is checked through its content instead: a subject or an
 //! input snapshot that is the revoked content, an input snapshot holding the revoked file (by
 //! the registry's copy of its manifest), or one holding a product of an affected run.
+//!
+//! # Taint is by content
+//!
+//! A file whose digest equals a product of an affected run is tainted, whichever run produced
+//! it now: `trainprov run -- cp out1/adapter.safetensors x/` makes a second producer of the
+//! same bytes, and that run being unaffected changes nothing. The only exemption is a
+//! *shareable* file (`crate::lineage`, "Shareable files": under 64 KiB, every recorded name a
+//! text extension such as `.json` or `.txt`, and text content where the bytes are at hand) that
+//! some unaffected run produced too, such as the `adapter_config.json` a poisoned and a clean
+//! training write byte for byte. Consequence: a large non-weight file copied unchanged into
+//! both a poisoned and a clean output (a 2 MB `tokenizer.json`) taints the clean model too;
+//! verification fails closed and names the path.
 
 use std::collections::BTreeMap;
 
@@ -28,9 +40,11 @@ use attest::statement::{DigestSet, ResourceDescriptor};
 use serde::Serialize;
 use serde_json::Value;
 
+use rusqlite::OptionalExtension as _;
+
 use crate::lineage::{
-    affected, manifest_of, resolve_target, Affected, AffectedRun, LineageError, Matched, Target,
-    TargetKind, Via,
+    affected, is_shareable, manifest_of, product_names, resolve_target, Affected, AffectedRun,
+    LineageError, Matched, Target, TargetKind, Via,
 };
 use crate::registry::{Registry, Revocation};
 
@@ -43,6 +57,9 @@ pub fn revoke_target(
     now: &str,
 ) -> Result<Revocation, LineageError> {
     let on_disk = std::path::Path::new(arg).exists();
+    if on_disk && is_signed_statement(std::path::Path::new(arg)) {
+        return Err(LineageError::SignedStatement(arg.to_string()));
+    }
     let parsed = if on_disk {
         None
     } else {
@@ -78,6 +95,25 @@ pub fn revoke_target(
         reason: reason.to_string(),
         revoked_at: now.to_string(),
     })
+}
+
+/// Whether `path` is a DSSE envelope (`*.intoto.json`) or a Sigstore bundle (`model.sig`):
+/// a JSON object with `payloadType` and `signatures`, or with `dsseEnvelope`. Revoking such a
+/// file by its own digest would match nothing, since no run lists it as a product.
+fn is_signed_statement(path: &std::path::Path) -> bool {
+    let small = std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file() && m.len() <= attest::dsse::MAX_ENVELOPE_BYTES);
+    if !small {
+        return false;
+    }
+    let Ok(Value::Object(map)) = std::fs::read(path)
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
+    else {
+        return false;
+    };
+    (map.contains_key("payloadType") && map.contains_key("signatures"))
+        || map.contains_key("dsseEnvelope")
 }
 
 /// How an attestation descends from a revoked artifact.
@@ -123,11 +159,13 @@ pub struct SignedFile<'a> {
     pub algorithm: &'a str,
     /// Lowercase hex.
     pub digest: &'a str,
+    /// The file, when it can be read (its bytes decide whether it is shareable).
+    pub on_disk: Option<std::path::PathBuf>,
 }
 
 /// Which revocations the files of a signed model directory descend from: a file itself
-/// revoked, or a file only runs downstream of a revoked artifact (any generation) produced
-/// (see [`distinctive_producer`]). Empty when none.
+/// revoked, or a file with the bytes of a product of a run downstream of a revoked artifact (any
+/// generation; see [`tainting_producer`]). Empty when none.
 pub fn revoked_ancestry_of_files(
     registry: &Registry,
     files: &[SignedFile<'_>],
@@ -159,7 +197,13 @@ fn file_ancestry(
     let (_, downstream) = downstream_of(registry, revocation)?;
     let runs = by_id(&downstream);
     for file in files {
-        if let Some(run) = distinctive_producer(registry, file.algorithm, file.digest, &runs)? {
+        let content = file.on_disk.as_deref().and_then(read_small);
+        let seen = Seen {
+            name: file.name,
+            size: content.as_ref().map(|c| c.len() as u64),
+            content: content.as_deref(),
+        };
+        if let Some(run) = tainting_producer(registry, file.algorithm, file.digest, &seen, &runs)? {
             let mut path = chain(run, &runs, &revoked);
             path.extend([file.name.to_string(), "this model".into()]);
             return Ok(Some(path));
@@ -168,21 +212,69 @@ fn file_ancestry(
     Ok(None)
 }
 
-/// The affected run that produced these bytes, when every recorded run that produced them is
-/// affected (the rule `registry affected` applies to a partial match). A file some unaffected
-/// run produced too says nothing: an `adapter_config.json` is byte-identical across adapters
-/// trained with the same settings, poisoned or not.
-fn distinctive_producer<'r>(
+/// A file as met by a check: its name there, and its size and bytes where known.
+struct Seen<'a> {
+    name: &'a str,
+    size: Option<u64>,
+    content: Option<&'a [u8]>,
+}
+
+/// Reads a file only if it could be shareable (under 64 KiB).
+fn read_small(path: &std::path::Path) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.len() >= crate::lineage::SHAREABLE_MAX_BYTES {
+        return None;
+    }
+    std::fs::read(path).ok()
+}
+
+/// An affected run that produced these bytes, if any, unless the file is shareable and some
+/// unaffected run produced it too (see the module docs, "Taint is by content").
+fn tainting_producer<'r>(
     registry: &Registry,
     algorithm: &str,
     digest: &str,
+    seen: &Seen<'_>,
     runs: &BTreeMap<&str, &'r AffectedRun>,
 ) -> Result<Option<&'r AffectedRun>, LineageError> {
     let producers = producing_runs(registry, algorithm, digest)?;
-    if producers.is_empty() || !producers.iter().all(|r| runs.contains_key(r.as_str())) {
+    let Some(first) = producers.iter().find_map(|r| runs.get(r.as_str()).copied()) else {
+        return Ok(None);
+    };
+    let (names, size) = match product_blake3(registry, algorithm, digest)? {
+        Some(blake3) => product_names(registry.connection(), &blake3)?,
+        None => (Vec::new(), None),
+    };
+    let size = seen.size.or(size);
+    if size == Some(0) {
+        // No content: an empty file says nothing (as in `crate::lineage`'s matching).
         return Ok(None);
     }
-    Ok(runs.get(producers[0].as_str()).copied())
+    if producers.iter().all(|r| runs.contains_key(r.as_str())) {
+        return Ok(Some(first));
+    }
+    let names = names.iter().map(String::as_str).chain([seen.name]);
+    let shareable = is_shareable(names, size, seen.content);
+    Ok((!shareable).then_some(first))
+}
+
+/// The BLAKE3 of a recorded product with this digest.
+fn product_blake3(
+    registry: &Registry,
+    algorithm: &str,
+    digest: &str,
+) -> Result<Option<String>, LineageError> {
+    if algorithm == "blake3" {
+        return Ok(Some(digest.to_ascii_lowercase()));
+    }
+    Ok(registry
+        .connection()
+        .query_row(
+            "SELECT blake3 FROM artifacts WHERE kind = 'file' AND sha256 = ?1 LIMIT 1",
+            [digest.to_ascii_lowercase()],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// The recorded runs that produced a file with this digest.
@@ -254,17 +346,42 @@ fn ancestry_of(
         path.push(THIS.into());
         return Ok(Some(path));
     }
+    // A subject with the bytes of an affected run's product is tainted, whoever made it now.
+    for subject in subjects {
+        let name = subject.name.as_deref().unwrap_or_default();
+        let seen = Seen {
+            name,
+            size: None,
+            content: None,
+        };
+        let known = subject
+            .digest
+            .iter()
+            .filter(|(a, _)| matches!(a.as_str(), "sha256" | "blake3"));
+        for (algorithm, digest) in known {
+            if let Some(run) = tainting_producer(registry, algorithm, digest, &seen, &runs)? {
+                let mut path = chain(run, &runs, &revoked);
+                path.extend([name.to_string(), format!("a subject of {THIS}")]);
+                return Ok(Some(path));
+            }
+        }
+    }
     let revoked_files: Vec<&str> = target.files.iter().map(|f| f.blake3.as_str()).collect();
     for input in &inputs {
         let Some(snapshot) = input.digest.get("blake3") else {
             continue;
         };
-        for (file, _, blake3) in manifest_of(registry.connection(), snapshot)? {
+        for (file, size, blake3) in manifest_of(registry.connection(), snapshot)? {
             let shown = format!("{}/{file}", input.name);
             if target.kind == TargetKind::File && revoked_files.contains(&blake3.as_str()) {
                 return Ok(Some(vec![revoked(&shown), THIS.into()]));
             }
-            if let Some(run) = distinctive_producer(registry, "blake3", &blake3, &runs)? {
+            let seen = Seen {
+                name: &file,
+                size: Some(size),
+                content: None,
+            };
+            if let Some(run) = tainting_producer(registry, "blake3", &blake3, &seen, &runs)? {
                 let mut path = chain(run, &runs, &revoked);
                 path.extend([shown, THIS.into()]);
                 return Ok(Some(path));

@@ -13,6 +13,7 @@ use attest::policy::{input_dependencies, ApprovalTally, Facts, ManifestFile, Pol
 use attest::statement::Statement;
 use attest::vsa::{check_approval, ApprovalContext};
 use attest::Verified;
+use recorder::paths::{locate_registry, RegistrySource, REGISTRY_ENV};
 use recorder::registry::Registry;
 use recorder::revocation::{revoked_ancestry, RevokedAncestry};
 use recorder::snapshot::{DataSnapshot, EntryKind};
@@ -98,14 +99,91 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// The registry, when one exists (none is created just to verify).
-pub fn existing_registry(explicit: Option<&Path>) -> Result<Option<Registry>, CliError> {
-    let cwd = std::env::current_dir().or_input()?;
-    let dir = recorder::paths::registry_dir(explicit, &cwd);
-    if !dir.join(recorder::registry::DATABASE_FILE).is_file() {
-        return Ok(None);
+/// The registry a verification reads revocations and approvals from, and how it was chosen.
+pub struct RegistryUse {
+    /// The directory looked at (`None` with `--no-registry`).
+    pub dir: Option<PathBuf>,
+    /// Which rule chose it.
+    pub source: Option<RegistrySource>,
+    /// The registry, when one exists there (none is created just to verify).
+    pub registry: Option<Registry>,
+}
+
+impl RegistryUse {
+    /// Finds the registry (see `recorder::paths`); `skip` is `--no-registry`. With `gate`
+    /// (`--policy`) a missing registry is an input error: revocations fail closed.
+    pub fn find(explicit: Option<&Path>, skip: bool, gate: bool) -> Result<RegistryUse, CliError> {
+        if skip {
+            return Ok(RegistryUse {
+                dir: None,
+                source: None,
+                registry: None,
+            });
+        }
+        let cwd = std::env::current_dir().or_input()?;
+        let (dir, source) = locate_registry(explicit, &cwd);
+        if !dir.join(recorder::registry::DATABASE_FILE).is_file() {
+            if gate {
+                return Err(CliError::input(anyhow!(
+                    "{}: no registry (found by {}), so revocations and recorded approvals cannot be                      checked; pass --registry DIR or set {REGISTRY_ENV} to the team's registry, or                      --no-registry to verify without them",
+                    shown(&dir),
+                    source.name()
+                )));
+            }
+            return Ok(RegistryUse {
+                dir: Some(dir),
+                source: Some(source),
+                registry: None,
+            });
+        }
+        let registry = Registry::open(&dir).or_input()?;
+        Ok(RegistryUse {
+            dir: Some(dir),
+            source: Some(source),
+            registry: Some(registry),
+        })
     }
-    Registry::open(&dir).map(Some).or_input()
+
+    /// The registry, if one is read.
+    pub fn get(&self) -> Option<&Registry> {
+        self.registry.as_ref()
+    }
+
+    /// `"registry"` and `"revocations"` of `--json`: where, found how, and whether checked.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "path": self.dir,
+            "found_by": self.source.map(RegistrySource::name),
+            "exists": self.registry.is_some(),
+            "revocations": self.revocations_status(),
+        })
+    }
+
+    /// `checked`, `not-checked: --no-registry` or `not-checked: no registry`.
+    pub fn revocations_status(&self) -> &'static str {
+        match (&self.dir, &self.registry) {
+            (None, _) => "not-checked: --no-registry",
+            (Some(_), None) => "not-checked: no registry",
+            (Some(_), Some(_)) => "checked",
+        }
+    }
+
+    /// One line of human output saying which registry was read, or that none was.
+    pub fn line(&self) -> String {
+        match (&self.dir, self.source) {
+            (Some(dir), Some(source)) if self.registry.is_some() => format!(
+                "   revocations checked in registry {} (found by {})\n",
+                shown(dir),
+                source.name()
+            ),
+            (Some(dir), Some(source)) => format!(
+                "   revocations NOT checked: no registry at {} (found by {}; pass --registry DIR)\n",
+                shown(dir),
+                source.name()
+            ),
+            _ => "   revocations NOT checked (--no-registry)\n".to_string(),
+        }
+    }
 }
 
 /// The files of every input snapshot whose manifest the registry's object store holds.
@@ -200,7 +278,7 @@ pub fn tally_approvals(
         }
     }
     for file in files {
-        sources.push((shown(file), fs_err::read(file).or_input()?));
+        sources.push((shown(file), crate::commands::verify::read_document(file)?));
     }
     let same_policy = loaded
         .policy

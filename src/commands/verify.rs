@@ -22,8 +22,9 @@ use crate::commands::{relative_to_root, shown};
 use crate::exit::{CliError, OrFailed as _, OrInput as _};
 use crate::Report;
 
-/// Largest attestation or bundle we read. A signature over 20,000 files is about 3 MiB.
-const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
+/// Largest attestation or bundle we read (16 MiB, `attest::dsse::MAX_ENVELOPE_BYTES`): a
+/// signature over 20,000 files is about 3 MiB. Nothing bigger is parsed.
+const MAX_DOCUMENT: u64 = attest::dsse::MAX_ENVELOPE_BYTES;
 
 /// Verifies `args.file` and reports what was checked.
 pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
@@ -49,6 +50,8 @@ pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
     }
     let bytes = read_document(&args.file)?;
     let name = shown(&args.file);
+    let registry =
+        policy::RegistryUse::find(args.registry.as_deref(), args.no_registry, policy.is_some())?;
     let document: Value = serde_json::from_slice(&bytes)
         .map_err(|e| CliError::input(anyhow!("{name}: not JSON ({e})")))?;
     if !document.is_object() {
@@ -60,12 +63,20 @@ pub fn run(args: &VerifyArgs) -> Result<Report, CliError> {
                 "--policy applies to attestations (*.intoto.json); {name} is a model signature"
             )));
         }
-        verify_model_signature(args, &keys, document)
+        if threshold > 1 {
+            return Err(CliError::input(anyhow!(
+                "{name}: an OpenSSF model signature carries exactly one signature, so --threshold \
+                 {threshold} cannot be met; require co-signers on the attestation instead \
+                 (trainprov verify provenance.intoto.json --threshold {threshold})"
+            )));
+        }
+        verify_model_signature(args, &keys, document, &registry)
     } else if document.get("payloadType").is_some() || document.get("signatures").is_some() {
         let gate = Gate {
             threshold,
             policy: policy.as_ref(),
             sha256: hex_sha256(&bytes),
+            registry: &registry,
         };
         verify_attestation(args, &keys, document, &gate)
     } else {
@@ -82,6 +93,8 @@ struct Gate<'a> {
     policy: Option<&'a LoadedPolicy>,
     /// SHA-256 of the attestation file (approvals name it).
     sha256: String,
+    /// Where revocations and recorded approvals come from.
+    registry: &'a policy::RegistryUse,
 }
 
 /// Reads a document after checking its size (shared with `approve`).
@@ -99,17 +112,26 @@ pub fn read_document(path: &Path) -> Result<Vec<u8>, CliError> {
     }
     if meta.len() > MAX_DOCUMENT {
         return Err(CliError::input(anyhow!(
-            "{name}: {} bytes is too large for an attestation",
+            "{name}: {} bytes is more than the {MAX_DOCUMENT} bytes (16 MiB) an attestation or \
+             model signature may have; is this the right file?",
             meta.len()
         )));
     }
-    std::fs::read(path).map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))
+    let bytes =
+        std::fs::read(path).map_err(|e| CliError::input(anyhow!("{name}: cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(CliError::input(anyhow!(
+            "{name}: grew past {MAX_DOCUMENT} bytes while being read"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn verify_model_signature(
     args: &VerifyArgs,
     keys: &[PublicKey],
     document: Value,
+    registry: &policy::RegistryUse,
 ) -> Result<Report, CliError> {
     let name = shown(&args.file);
     if !args.artifacts.is_empty() {
@@ -156,6 +178,7 @@ fn verify_model_signature(
         "signed_by": verified.signed_by(),
         "files": verified.files.len(),
         "root_digest": {"sha256": verified.root_digest()},
+        "registry": registry.to_json(),
     });
     if !diff.is_empty() {
         let mut detail = summary;
@@ -166,17 +189,18 @@ fn verify_model_signature(
         ))
         .with_detail(detail));
     }
-    let revoked = model_revocations(args, &verified)?;
+    let revoked = model_revocations(registry, &verified, &model_dir)?;
     if !revoked.is_empty() {
         return Err(policy::failure(&name, &revoked, summary));
     }
-    let human = format!(
+    let mut human = format!(
         "OK {name}: model signature by keyid {}\n   {} files in {} match (root sha256 {})\n",
         verified.signed_by().join(", "),
         verified.files.len(),
         shown(&model_dir),
         verified.root_digest()
     );
+    human.push_str(&registry.line());
     let mut json = summary;
     json["status"] = json!("verified");
     Ok(Report::ok(human, json))
@@ -194,9 +218,28 @@ fn verify_attestation(
     let payload = envelope
         .verify(IN_TOTO_PAYLOAD_TYPE, keys, gate.threshold)
         .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let statement = Statement::<Value>::from_verified(payload, None)
-        .map_err(|e| CliError::failed(anyhow!("{name}: {e}")))?;
-    let checked = check_files(args, &statement, &gate.sha256)?;
+    let expected = match (&args.predicate_type, args.any_predicate) {
+        (_, true) => None,
+        (Some(uri), false) => Some(uri.as_str()),
+        (None, false) => Some(attest::slsa::PROVENANCE_V1),
+    };
+    let statement = Statement::<Value>::from_verified(payload, expected).map_err(|e| {
+        CliError::failed(anyhow!(
+            "{name}: {e}{}",
+            if matches!(e, attest::StatementError::PredicateType { .. }) {
+                " (not a provenance attestation; pass --predicate-type URI or --any-predicate to accept it)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    let mut approval_keys = keys.to_vec();
+    if let Some(loaded) = gate.policy {
+        for env in loaded.policy.environments.keys() {
+            approval_keys.extend(loaded.approver_keys(env)?);
+        }
+    }
+    let checked = check_files(args, &approval_keys, &statement, &gate.sha256)?;
     let failures: Vec<&ArtifactCheck> = checked.iter().filter(|c| c.problem.is_some()).collect();
     let (mut violations, tally) = gate_violations(args, gate, &statement)?;
     let mut summary = json!({
@@ -208,6 +251,7 @@ fn verify_attestation(
         "predicate_type": statement.predicate_type,
         "subjects": statement.subject,
         "artifacts": checked.iter().map(ArtifactCheck::to_json).collect::<Vec<_>>(),
+        "registry": gate.registry.to_json(),
     });
     if args.inputs {
         summary["inputs_hashing"] = json!(InputsHashing::of(args).name());
@@ -258,6 +302,7 @@ fn verify_attestation(
 /// `--artifact`, `--model-dir` and `--inputs`: real files against the statement, each once.
 fn check_files(
     args: &VerifyArgs,
+    keys: &[PublicKey],
     statement: &Verified<Statement<Value>>,
     attestation_sha256: &str,
 ) -> Result<Vec<ArtifactCheck>, CliError> {
@@ -268,7 +313,15 @@ fn check_files(
     }
     if let Some(dir) = &args.model_dir {
         checked.extend(
-            check_directory(&statement.subject, dir, &args.file, attestation_sha256).or_failed()?,
+            check_directory(
+                &statement.subject,
+                dir,
+                &args.file,
+                attestation_sha256,
+                keys,
+                &args.ignore,
+            )
+            .or_failed()?,
         );
     }
     if args.inputs {
@@ -296,9 +349,9 @@ fn gate_violations(
     ),
     CliError,
 > {
-    let registry = policy::existing_registry(args.registry.as_deref())?;
+    let registry = gate.registry.get();
     let Some(loaded) = gate.policy else {
-        return Ok((policy::revocations(statement, registry.as_ref())?.0, None));
+        return Ok((policy::revocations(statement, registry)?.0, None));
     };
     let tally = match &args.env {
         Some(env) => Some(policy::tally_approvals(
@@ -306,12 +359,12 @@ fn gate_violations(
             env,
             statement,
             &gate.sha256,
-            registry.as_ref(),
+            registry,
             &args.approvals,
         )?),
         None => None,
     };
-    let violations = policy::evaluate(loaded, statement, registry.as_ref(), tally.as_ref())?;
+    let violations = policy::evaluate(loaded, statement, registry, tally.as_ref())?;
     Ok((violations, tally))
 }
 
@@ -344,6 +397,7 @@ fn verified_text(
             shown(&loaded.path)
         ));
     }
+    human.push_str(&gate.registry.line());
     if let Some(tally) = tally {
         human.push_str(&format!(
             "   approvals for {}: keyid {}\n",
@@ -364,10 +418,11 @@ fn verified_text(
 /// Revocations the registry (when there is one) knows upstream of the signed files: a file
 /// itself revoked, or one a recorded run produced from revoked content.
 fn model_revocations(
-    args: &VerifyArgs,
+    registry: &policy::RegistryUse,
     verified: &attest::oms::ModelManifest,
+    model_dir: &Path,
 ) -> Result<Vec<attest::policy::Violation>, CliError> {
-    let Some(registry) = policy::existing_registry(args.registry.as_deref())? else {
+    let Some(registry) = registry.get() else {
         return Ok(Vec::new());
     };
     let files: Vec<recorder::revocation::SignedFile<'_>> = verified
@@ -377,9 +432,10 @@ fn model_revocations(
             name: path.as_str(),
             algorithm: verified.hash_type.name(),
             digest,
+            on_disk: Some(model_dir.join(path.as_str())),
         })
         .collect();
-    let found = recorder::revocation::revoked_ancestry_of_files(&registry, &files).or_input()?;
+    let found = recorder::revocation::revoked_ancestry_of_files(registry, &files).or_input()?;
     Ok(found
         .iter()
         .map(|a| {
@@ -487,14 +543,22 @@ fn describe_mismatch(result: Result<(), DigestMismatch>) -> Option<String> {
 }
 
 /// Compares every subject with `dir/name`, and flags files in `dir` that no subject names.
+///
+/// A subject name is confined to `dir` by its text: an absolute name, one with `..`, `.` or
+/// empty components, or a backslash is reported and never opened (so a signed
+/// `/etc/hostname` cannot make verification read outside the directory). Symlinks inside the
+/// directory are followed like any model file.
 fn check_directory(
     subjects: &[ResourceDescriptor],
     dir: &Path,
     attestation: &Path,
     attestation_sha256: &str,
+    approvers: &[PublicKey],
+    ignored: &[PathBuf],
 ) -> anyhow::Result<Vec<ArtifactCheck>> {
     let mut ignore: Vec<String> = vec![attest::oms::SIGNATURE_FILE.to_string()];
     ignore.extend(relative_to_root(dir, attestation));
+    ignore.extend(ignored.iter().filter_map(|p| relative_to_root(dir, p)));
     let options = TreeOptions {
         ignore,
         ignore_git: true,
@@ -512,6 +576,16 @@ fn check_directory(
         let Some(name) = subject.name.clone() else {
             continue;
         };
+        if let Err(why) = ModelPath::new(name.as_str()) {
+            checks.push(ArtifactCheck {
+                path: name.clone(),
+                subject: Some(name),
+                problem: Some(format!(
+                    "subject name escapes --model-dir ({why}); not read"
+                )),
+            });
+            continue;
+        }
         let path = dir.join(&name);
         let problem = if !path.is_file() {
             Some("missing".to_string())
@@ -533,7 +607,7 @@ fn check_directory(
         .collect();
     for extra in extras
         .into_iter()
-        .filter(|p| !is_approval_of(&dir.join(p.as_str()), attestation_sha256))
+        .filter(|p| !is_approval_of(dir, p.as_str(), attestation, attestation_sha256, approvers))
     {
         checks.push(ArtifactCheck {
             path: shown(&dir.join(extra.as_str())),
@@ -544,32 +618,61 @@ fn check_directory(
     Ok(checks)
 }
 
-/// Whether `path` is an approval (`trainprov approve`, SLSA VSA) naming this attestation: such a
-/// file sits beside the attestation and is not a product. Only its shape is looked at here;
-/// `--policy` checks its signature when it counts it.
-fn is_approval_of(path: &Path, attestation_sha256: &str) -> bool {
-    let named_like_one = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.contains("approval-") && n.ends_with(".intoto.json"));
-    if !named_like_one || std::fs::metadata(path).map_or(true, |m| m.len() > 1 << 20) {
+/// Whether `dir/relative` is an approval of this attestation that may sit in the directory
+/// without being a product: it must be where `trainprov approve` writes one (beside the
+/// attestation, `STEM.approval-ENV.intoto.json` for `STEM.intoto.json`), at most 1 MiB, a DSSE
+/// envelope signed by one of `keys` (the trusted keys, and with --policy every approver key)
+/// whose SLSA Verification Summary names this attestation's SHA-256. Anything else, an
+/// unsigned or foreign "approval" included, is an extra file.
+fn is_approval_of(
+    dir: &Path,
+    relative: &str,
+    attestation: &Path,
+    attestation_sha256: &str,
+    keys: &[PublicKey],
+) -> bool {
+    let Some(beside) = relative_to_root(dir, attestation) else {
+        return false;
+    };
+    let expected_dir = beside.rsplit_once('/').map(|(d, _)| d);
+    let (in_dir, file) = match relative.rsplit_once('/') {
+        Some((d, f)) => (Some(d), f),
+        None => (None, relative),
+    };
+    let stem = beside.rsplit('/').next().unwrap_or_default();
+    let stem = stem
+        .strip_suffix(".intoto.json")
+        .or_else(|| stem.strip_suffix(".json"))
+        .unwrap_or(stem);
+    let named_like_one = in_dir == expected_dir
+        && file
+            .strip_prefix(&format!("{stem}.approval-"))
+            .is_some_and(|rest| {
+                rest.len() > ".intoto.json".len() && rest.ends_with(".intoto.json")
+            });
+    let path = dir.join(relative);
+    if !named_like_one || std::fs::metadata(&path).map_or(true, |m| m.len() > 1 << 20) {
         return false;
     }
-    let statement = std::fs::read(path)
+    let Some(envelope) = std::fs::read(&path)
         .ok()
         .and_then(|bytes| Envelope::from_json(&bytes).ok())
-        .and_then(|envelope| attest::dsse::decode_base64(&envelope.payload, "payload").ok())
-        .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok());
-    statement.is_some_and(|s| {
-        s["predicateType"] == attest::vsa::VERIFICATION_SUMMARY_V1
-            && s["predicate"]["inputAttestations"]
+    else {
+        return false;
+    };
+    let Ok(payload) = envelope.verify(IN_TOTO_PAYLOAD_TYPE, keys, 1) else {
+        return false;
+    };
+    Statement::<Value>::from_verified(payload, Some(attest::vsa::VERIFICATION_SUMMARY_V1))
+        .is_ok_and(|s| {
+            s.predicate["inputAttestations"]
                 .as_array()
                 .is_some_and(|inputs| {
                     inputs
                         .iter()
                         .any(|i| i["digest"]["sha256"] == attestation_sha256)
                 })
-    })
+        })
 }
 
 /// How `--inputs` gets the digests of the files it compares: the hash cache is writable by
