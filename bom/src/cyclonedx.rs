@@ -178,7 +178,7 @@ fn input_component(source: &Source, input: &Input) -> Value {
     let files = source.manifests.get(&input.blake3);
     let mut description = format!(
         "{} input {} recorded by trainprov as a snapshot; its hashes are those of the \
-         trainprov-snapshot v1 manifest listing every file",
+         trainprov-snapshot manifest (v2, v1 for older records) listing every file",
         input.role.as_str(),
         input.path
     );

@@ -18,7 +18,7 @@
 //! Output is deterministic: the same statement gives the same bytes. The CycloneDX
 //! `serialNumber` and the SPDX id namespace are a UUID made from the statement's SHA-256
 //! ([`document_uuid`]), timestamps come from the run (`finishedOn`), and every list is in a fixed
-//! order. A snapshot's hashes are those of its `trainprov-snapshot v1` manifest (the digest
+//! order. A snapshot's hashes are those of its `trainprov-snapshot` manifest (the digest
 //! trainprov records for a directory), which a property or comment says beside them.
 //!
 //! This crate does no I/O and no cryptography: checking the statement's signature first, and

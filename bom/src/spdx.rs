@@ -215,7 +215,7 @@ fn input_element(source: &Source, input: &Input, spdx_id: &str) -> Value {
         "name": source.input_name(input),
         "comment": format!(
             "{} input {} recorded by trainprov as a snapshot; its hashes are those of the \
-             trainprov-snapshot v1 manifest listing every file (snapshot digest {})",
+             trainprov-snapshot manifest (v2, v1 for older records) listing every file (snapshot digest {})",
             input.role.as_str(),
             input.path,
             input.blake3

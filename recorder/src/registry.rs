@@ -8,8 +8,9 @@
 //!   registry.sqlite     this database (WAL mode)
 //!   objects/            crate::objects::ObjectStore
 //!   runs/<run id>/      logs while a run is in progress
-//!   hash-cache.sqlite   the snapshot hash cache
 //! ```
+//!
+//! The snapshot hash cache is not kept here: it is per user (`crate::hash_cache::default_path`).
 //!
 //! Concurrency: WAL journal, a 30 s busy timeout, and every write in one short `IMMEDIATE`
 //! transaction, so several wrappers can record into one registry at once. A run row is written as

@@ -4,7 +4,7 @@
 //! detect its kind, check the signature against the trusted keys, only then read the Statement,
 //! and finally compare real files with what it says.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
