@@ -286,8 +286,9 @@ fn issue11_run_data_check_is_bounded() {
         text.push_str(&format!(
             "{}\n",
             serde_json::json!({
-                "prompt": format!("summarise the attached quarterly revenue report for the \
-                                   board and list the three largest risks token{i} now"),
+                "prompt": format!(
+                    "please summarise the attached quarterly revenue report for the board ref {i}"
+                ),
                 "completion": format!("answer {i}")
             })
         ));

@@ -408,7 +408,8 @@ fn csv_quotes_multiline_records_and_label_column() {
     let report = run(&file);
     assert_eq!(report.summary.rows, 3);
     assert_eq!(kinds(&report), vec!["conflicting-duplicate"]);
-    let FindingDetail::ConflictingDuplicate { outputs, input, .. } = &report.findings[0].detail else {
+    let FindingDetail::ConflictingDuplicate { outputs, input, .. } = &report.findings[0].detail
+    else {
         unreachable!()
     };
     assert_eq!(input, "good, really good", "the review column, not the id");
