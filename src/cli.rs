@@ -635,8 +635,13 @@ pub struct DataArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Check a JSONL or CSV dataset (a file, or every *.jsonl and *.csv file of a directory) for
-    /// poisoning.
+    /// Check a dataset (a file, or every file under a directory, nested directories included)
+    /// for poisoning.
+    ///
+    /// Read are *.jsonl/*.ndjson, *.csv and *.json (an array of records, an object with one list
+    /// of records, or JSON lines), each also gzip'd (*.jsonl.gz, ...). Every other file
+    /// (Parquet, other compressions, anything else), and any file that does not parse, is listed
+    /// as NOT checked with the reason: the check is then "partial", never "passed".
     ///
     /// Findings, each naming file and line: the same input with conflicting outputs;
     /// near-duplicate inputs (MinHash/LSH, Jaccard of word bigrams) with conflicting
@@ -647,8 +652,9 @@ pub enum DataCommand {
     /// {"text","label"} or {"text"}; CSV has a header row and a label/target/output column (else
     /// the last column is the label).
     ///
-    /// Exit codes: 0 no findings, 1 findings (every finding is a warning), 2 usage or input error
-    /// (unreadable file, malformed line).
+    /// Exit codes: 0 every file checked and no findings, 1 findings (every finding is a warning)
+    /// or files not checked, 2 usage or input error (a missing path, no file that can be
+    /// checked).
     #[command(
         after_help = "Examples:\n  trainprov data check examples/tiny-llama/data\n  \
         trainprov data check data/ --baseline data-v1/ --json\n  \
@@ -659,7 +665,7 @@ pub enum DataCommand {
 
 #[derive(Debug, Args)]
 pub struct DataCheckArgs {
-    /// A .jsonl or .csv file, or a directory of them.
+    /// A dataset file, or a directory (every file under it is checked or listed as not checked).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Compare the output distribution with this: a previous copy of the dataset (file or

@@ -49,12 +49,20 @@ fn run_records_the_data_check() {
     let poisoned = record("a", &["--data", "tl/data"]);
     assert_eq!(poisoned["status"], "failed", "{poisoned:#}");
     assert_eq!(poisoned["inputs"][0]["summary"]["trigger_candidates"], 1);
-    let clean = record("b", &["--data", "tl/clean", "--data", "notes"]);
+    let clean = record("b", &["--data", "tl/clean"]);
     assert_eq!(clean["status"], "passed", "{clean:#}");
-    assert_eq!(clean["inputs"][1]["status"], "skipped", "{clean:#}");
-    assert!(clean["inputs"][1]["reason"]
-        .as_str()
-        .is_some_and(|r| r.contains("no *.jsonl or *.csv")));
+    assert_eq!(clean["uncheckedFiles"], 0, "{clean:#}");
+    // An input with no dataset file is skipped, and the run is not `passed` while any input
+    // is not (issue 11): `partial`.
+    let mixed = record("b2", &["--data", "tl/clean", "--data", "notes"]);
+    assert_eq!(mixed["status"], "partial", "{mixed:#}");
+    assert_eq!(mixed["inputs"][0]["status"], "passed", "{mixed:#}");
+    assert_eq!(mixed["inputs"][1]["status"], "skipped", "{mixed:#}");
+    assert_eq!(
+        mixed["inputs"][1]["unchecked"][0]["file"], "readme.txt",
+        "{mixed:#}"
+    );
+    assert_eq!(mixed["uncheckedFiles"], 1, "{mixed:#}");
     let skipped = record("c", &["--data", "tl/data", "--skip-data-check"]);
     assert_eq!(skipped["status"], "skipped", "{skipped:#}");
     assert_eq!(skipped["inputs"][0]["reason"], "--skip-data-check");
@@ -93,7 +101,7 @@ fn data_check_lists_the_planted_trigger() {
         .run(&["data", "check", "tl/data", "--json"])
         .expect_code(FAILED, "poisoned data, json")
         .json();
-    assert_eq!(json["status"], "findings");
+    assert_eq!(json["status"], "failed");
     assert_eq!(json["summary"]["trigger_candidates"], 1);
     let trigger = json["findings"]
         .as_array()
@@ -123,7 +131,7 @@ fn data_check_is_quiet_on_the_clean_shards() {
         .run(&["data", "check", "tl/clean", "--json"])
         .expect_code(OK, "clean data, json")
         .json();
-    assert_eq!(json["status"], "clean");
+    assert_eq!(json["status"], "passed");
     assert_eq!(json["findings"], serde_json::json!([]));
 }
 
@@ -172,6 +180,174 @@ fn data_check_usage_and_input_errors() {
     ws.run(&["data", "check", "bad", "--near-dup-threshold", "1.5"])
         .expect_code(INPUT, "threshold out of range");
     ws.run(&["data"]).expect_code(INPUT, "no subcommand");
+}
+
+/// Issue 11 item 6: files the check did not read (nested, other formats) make `data check`
+/// and the recorded check `partial`, never `passed`, and are listed; a poisoned nested file is
+/// read and fails the check.
+#[test]
+fn issue11_unchecked_files_make_the_check_partial() {
+    let ws = Workspace::new();
+    with_data(&ws);
+    ws.write("tl/clean/extra/rows.parquet", "PAR1 poisoned rows\n");
+    let run = ws
+        .run(&["data", "check", "tl/clean"])
+        .expect_code(FAILED, "partial");
+    assert!(
+        run.stdout
+            .contains("not checked: extra/rows.parquet: Parquet is not read by data check"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.ends_with(
+            "checked 72 rows in 3 files of tl/clean: no findings; 1 file NOT checked (listed \
+             above)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    let json = ws
+        .run(&["data", "check", "tl/clean", "--json"])
+        .expect_code(FAILED, "partial, json")
+        .json();
+    assert_eq!(json["status"], "partial");
+    assert_eq!(json["unchecked"][0]["kind"], "unsupported");
+
+    // Nothing readable at all is an input error.
+    ws.write("only/rows.parquet", "PAR1\n");
+    let run = ws
+        .run(&["data", "check", "only"])
+        .expect_code(INPUT, "nothing to check");
+    assert!(
+        run.stderr
+            .contains("only: nothing to check: rows.parquet (Parquet"),
+        "{}",
+        run.stderr
+    );
+
+    // `run` records the same, and a poisoned shard one directory down is found.
+    ws.keygen("signer", "");
+    let record = |out: &str, data: &str| {
+        let command = format!("mkdir -p {out} && echo weights > {out}/model.bin");
+        ws.run(&[
+            "run",
+            "--key",
+            "keys/signer.key",
+            "--out",
+            out,
+            "--registry",
+            "reg",
+            "--data",
+            data,
+            "--",
+            "sh",
+            "-c",
+            &command,
+        ])
+        .expect_code(OK, out);
+        internal_parameters(&ws, &format!("{out}/provenance.intoto.json"))["dataCheck"].clone()
+    };
+    let partial = record("p", "tl/clean");
+    assert_eq!(partial["status"], "partial", "{partial:#}");
+    assert_eq!(partial["uncheckedFiles"], 1, "{partial:#}");
+    assert_eq!(
+        partial["inputs"][0]["unchecked"][0]["file"], "extra/rows.parquet",
+        "{partial:#}"
+    );
+    ws.write(
+        "nested/shard-000.jsonl",
+        example_file("data/shard-000.jsonl"),
+    );
+    ws.write(
+        "nested/more/deeper/shard-002.jsonl",
+        example_file("data/shard-002.jsonl"),
+    );
+    ws.write(
+        "nested/shard-001.jsonl",
+        example_file("data/shard-001.jsonl"),
+    );
+    let nested = record("n", "nested");
+    assert_eq!(nested["status"], "failed", "{nested:#}");
+    assert_eq!(
+        nested["inputs"][0]["summary"]["trigger_candidates"], 1,
+        "{nested:#}"
+    );
+}
+
+/// Issue 11 item 10: adversarial near-duplicates inside `run` give a small `data-check.json`
+/// (one cluster, not a finding per pair), and the automatic check's 64 MiB limit counts gzip
+/// inflated: a small `.jsonl.gz` that inflates past it is recorded as skipped.
+#[test]
+fn issue11_run_data_check_is_bounded() {
+    let ws = Workspace::new();
+    let mut text = String::new();
+    for i in 0..5_000 {
+        text.push_str(&format!(
+            "{}\n",
+            serde_json::json!({
+                "prompt": format!(
+                    "please summarise the attached quarterly revenue report for the board ref {i}"
+                ),
+                "completion": format!("answer {i}")
+            })
+        ));
+    }
+    ws.write("adv/rows.jsonl", &text);
+    // 65 MiB of JSONL in a gzip file of about 100 KiB (`gzip`, as a dataset would be made).
+    std::fs::create_dir_all(ws.path("bomb")).expect("mkdir");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "yes '{\"prompt\": \"a b c\", \"completion\": \"x\"}' | head -c 68157440 \
+             | gzip -1 > bomb/rows.jsonl.gz",
+        )
+        .current_dir(ws.path(""))
+        .status()
+        .expect("sh");
+    assert!(made.success());
+    ws.keygen("signer", "");
+    ws.run(&[
+        "run",
+        "--key",
+        "keys/signer.key",
+        "--out",
+        "out",
+        "--registry",
+        "reg",
+        "--data",
+        "adv",
+        "--data",
+        "bomb",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p out && echo w > out/model.bin",
+    ])
+    .expect_code(OK, "run");
+    let statement = util::statement_of(&ws.path("out/provenance.intoto.json"));
+    let check = &statement["predicate"]["buildDefinition"]["internalParameters"]["dataCheck"];
+    assert_eq!(check["status"], "failed", "{check:#}");
+    assert_eq!(
+        check["inputs"][0]["summary"]["near_duplicates"], 1,
+        "{check:#}"
+    );
+    assert_eq!(check["inputs"][1]["status"], "skipped", "{check:#}");
+    assert!(
+        check["inputs"][1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("over the 64 MiB limit")),
+        "{check:#}"
+    );
+    let report = statement["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .expect("byproducts")
+        .iter()
+        .find(|b| b["name"] == "data-check.json")
+        .expect("data-check.json")
+        .clone();
+    let size = report["annotations"]["size"].as_u64().expect("size");
+    assert!(size < 200_000, "data-check.json of {size} bytes");
 }
 
 #[test]

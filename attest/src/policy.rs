@@ -29,6 +29,7 @@
 //! forbidden_datasets = ["sha256:…"]   # no input snapshot may be one of these
 //! forbidden_files = ["blake3:…"]      # no file inside an input (nor subject, config) may be
 //! require_data_check = true           # internalParameters.dataCheck.status must be "passed"
+//!                                     # (every file of every --data input checked, no findings)
 //!
 //! [environments.prod]
 //! approvers = ["keys/release-manager.pub"]
@@ -155,7 +156,8 @@ pub struct InputRules {
     /// No file inside an input snapshot, subject or other dependency may have these digests.
     #[serde(default)]
     pub forbidden_files: Vec<DigestRef>,
-    /// `internalParameters.dataCheck.status` must be `passed`.
+    /// `internalParameters.dataCheck.status` must be `passed` (with `uncheckedFiles` 0):
+    /// `partial` (files not checked), `skipped` and `failed` do not pass.
     #[serde(default)]
     pub require_data_check: bool,
 }
@@ -620,12 +622,39 @@ impl Policy {
             return;
         }
         let check = &predicate["buildDefinition"]["internalParameters"]["dataCheck"];
+        let unchecked = check["uncheckedFiles"].as_u64();
         let found = match check["status"].as_str() {
-            Some("passed") => return,
-            Some(status) => match check["findings"].as_u64() {
-                Some(n) => format!("data check {status} ({n} finding(s))"),
-                None => format!("data check {status}"),
-            },
+            // `partial` and `skipped` (files not checked) fail like `failed`; a `passed` without
+            // `uncheckedFiles` was recorded before the check covered every file.
+            Some("passed") if unchecked == Some(0) => return,
+            Some("passed") => "data check passed without counting unchecked files (recorded \
+                               before trainprov checked every file of an input); record the \
+                               run again"
+                .to_string(),
+            Some(status) => {
+                let mut parts = Vec::new();
+                if let Some(n) = check["findings"].as_u64() {
+                    parts.push(format!("{n} finding(s)"));
+                }
+                if let Some(n) = unchecked.filter(|n| *n > 0) {
+                    let names: Vec<&str> = check["inputs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|i| i["unchecked"].as_array().into_iter().flatten())
+                        .filter_map(|u| u["file"].as_str())
+                        .take(5)
+                        .collect();
+                    parts.push(match names.is_empty() {
+                        true => format!("{n} file(s) not checked"),
+                        false => format!("{n} file(s) not checked: {}", names.join(", ")),
+                    });
+                }
+                match parts.is_empty() {
+                    true => format!("data check {status}"),
+                    false => format!("data check {status} ({})", parts.join("; ")),
+                }
+            }
             None if check.is_null() => "no data check recorded".to_string(),
             None => "data check without a status".to_string(),
         };
@@ -853,11 +882,59 @@ mod tests {
         blake3::hash(bytes).to_hex().to_string()
     }
 
+    /// Issue 11: a data check that did not read every file (`partial`, `skipped`), or a
+    /// `passed` recorded without counting unchecked files, fails `require_data_check`, and the
+    /// violation names the unchecked files.
+    #[test]
+    fn issue11_data_check_partial_skipped_or_uncounted_fails() {
+        let policy = Policy::from_toml("[inputs]\nrequire_data_check = true\n").expect("parses");
+        let found = |check: Value| -> Vec<String> {
+            let st = statement(predicate(false, check), 1);
+            let facts = Facts {
+                statement: &st,
+                manifests: &manifests(false),
+                now: OffsetDateTime::parse(NOW, &Rfc3339).expect("now"),
+                approvals: None,
+            };
+            policy
+                .evaluate(&facts)
+                .into_iter()
+                .map(|v| format!("{}: {}", v.rule, v.found))
+                .collect()
+        };
+        assert_eq!(
+            found(json!({"status": "passed", "findings": 0, "uncheckedFiles": 0})),
+            Vec::<String>::new()
+        );
+        let partial = json!({"status": "partial", "findings": 0, "uncheckedFiles": 2,
+            "inputs": [{"input": "data", "status": "partial",
+                        "unchecked": [{"file": "sub/x.parquet"}, {"file": "y.txt"}]}]});
+        assert_eq!(
+            found(partial),
+            vec![
+                "data_check: data check partial (0 finding(s); 2 file(s) not checked: \
+                  sub/x.parquet, y.txt)"
+            ]
+        );
+        assert_eq!(
+            found(json!({"status": "skipped", "findings": 0, "uncheckedFiles": 1})),
+            vec!["data_check: data check skipped (0 finding(s); 1 file(s) not checked)"]
+        );
+        let old = found(json!({"status": "passed", "findings": 0}));
+        assert!(
+            old.len() == 1 && old[0].contains("without counting unchecked files"),
+            "{old:?}"
+        );
+    }
+
     /// Each rule: a policy, then whether it holds for the good statement and for the bad one.
     #[test]
     fn each_rule_passes_and_fails() {
         let good = statement(
-            predicate(false, json!({"status": "passed", "findings": 0})),
+            predicate(
+                false,
+                json!({"status": "passed", "findings": 0, "uncheckedFiles": 0}),
+            ),
             2,
         );
         let bad = statement(

@@ -1,4 +1,4 @@
-//! `trainprov data check`: poisoning checks for a JSONL or CSV dataset.
+//! `trainprov data check`: poisoning checks for a dataset (JSONL, CSV, JSON, gzip'd or not).
 
 use anyhow::anyhow;
 
@@ -6,6 +6,7 @@ use crate::cli::{DataArgs, DataCheckArgs, DataCommand};
 use crate::commands::shown;
 use crate::exit::{CliError, FAILED};
 use crate::Report;
+use safety::datacheck::CheckStatus;
 
 /// Dispatches `trainprov data ...`.
 pub fn run(args: &DataArgs) -> Result<Report, CliError> {
@@ -32,10 +33,35 @@ fn run_check(args: &DataCheckArgs) -> Result<Report, CliError> {
         ..Default::default()
     };
     let report = safety::datacheck::check(&args.path, &options).map_err(CliError::input)?;
+    if report.files.is_empty() {
+        return Err(CliError::input(anyhow!(
+            "{}: nothing to check: {}",
+            shown(&args.path),
+            if report.unchecked.is_empty() {
+                "no files".to_string()
+            } else {
+                unchecked_list(&report, 5)
+            }
+        )));
+    }
 
     let mut human = String::new();
     for finding in &report.findings {
         human.push_str(&format!("{finding}\n"));
+    }
+    if report.summary.findings_omitted > 0 {
+        human.push_str(&format!(
+            "{} more not listed (at most {} of each kind are; --json has the counts)\n",
+            plural(report.summary.findings_omitted, "finding", "findings"),
+            safety::datacheck::MAX_FINDINGS_PER_KIND
+        ));
+    }
+    for u in &report.unchecked {
+        human.push_str(&format!("not checked: {}: {}\n", u.file, u.reason));
+    }
+    let more = report.summary.unchecked_files - report.unchecked.len();
+    if more > 0 {
+        human.push_str(&format!("not checked: {more} more files\n"));
     }
     if let Some(b) = &report.baseline {
         let mut line = format!("baseline {} ({}): {} rows", shown(&b.path), b.kind, b.rows);
@@ -98,24 +124,42 @@ fn run_check(args: &DataCheckArgs) -> Result<Report, CliError> {
             kinds.join(", ")
         )
     };
+    let coverage = if s.unchecked_files > 0 {
+        format!(
+            "; {} NOT checked (listed above)",
+            plural(s.unchecked_files, "file", "files")
+        )
+    } else {
+        String::new()
+    };
     human.push_str(&format!(
-        "checked {} in {} of {}: {verdict}\n",
+        "checked {} in {} of {}: {verdict}{coverage}\n",
         plural(s.rows, "row", "rows"),
         plural(report.files.len(), "file", "files"),
         shown(&args.path)
     ));
 
-    let failed = report.has_warnings();
-    let mut json = serde_json::to_value(&report).map_err(|e| CliError::input(anyhow!(e)))?;
-    if let Some(map) = json.as_object_mut() {
-        map.insert(
-            "status".into(),
-            if failed { "findings" } else { "clean" }.into(),
-        );
+    // `status` is the report's: passed, failed or partial (skipped is the error above).
+    let json = serde_json::to_value(&report).map_err(|e| CliError::input(anyhow!(e)))?;
+    let exit = if report.status == CheckStatus::Passed {
+        0
+    } else {
+        FAILED
+    };
+    Ok(Report { human, json, exit })
+}
+
+/// `a.parquet (Parquet is not read …); b.txt (…)`, at most `max` files.
+fn unchecked_list(report: &safety::datacheck::DataReport, max: usize) -> String {
+    let mut parts: Vec<String> = report
+        .unchecked
+        .iter()
+        .take(max)
+        .map(|u| format!("{} ({})", u.file, u.reason))
+        .collect();
+    let more = report.summary.unchecked_files.saturating_sub(max);
+    if more > 0 {
+        parts.push(format!("and {more} more files not checked"));
     }
-    Ok(Report {
-        human,
-        json,
-        exit: if failed { FAILED } else { 0 },
-    })
+    parts.join("; ")
 }

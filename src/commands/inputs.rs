@@ -1,7 +1,22 @@
 //! Checks `run` and `train` make on their inputs before anything runs: model files are scanned
 //! (never loaded) and refused when unsafe unless `--allow-unsafe-inputs`, which is recorded;
 //! text datasets get `trainprov data check`, whose summary the attestation carries as
-//! `internalParameters.dataCheck` (full reports in the `data-check.json` byproduct).
+//! `internalParameters.dataCheck` (full reports in the `data-check.json` byproduct):
+//!
+//! ```json
+//! {"status": "partial", "findings": 0, "uncheckedFiles": 1,
+//!  "tool": "trainprov data check 0.1.0", "report": "data-check.json",
+//!  "inputs": [{"input": "data", "status": "partial", "reason": "1 file not checked",
+//!              "summary": {"rows": 72, "files": 3, "unchecked_files": 1, "findings": 0, …},
+//!              "unchecked": [{"file": "extra/rows.parquet", "kind": "unsupported",
+//!                             "reason": "Parquet is not read by data check; …"}]}]}
+//! ```
+//!
+//! `status` is `passed` only when every input passed: each file of its snapshot was checked
+//! (read with the bytes the snapshot recorded) and nothing was found; `failed` when any input
+//! has findings; `skipped` when no input was checked (or `--skip-data-check`); else
+//! `partial`. `uncheckedFiles` counts the files not checked (an input skipped as a whole
+//! counts 1).
 
 use std::path::PathBuf;
 
@@ -11,6 +26,7 @@ use recorder::runner::{record_bytes, Finished};
 use serde_json::json;
 
 use crate::exit::{CliError, OrInput as _};
+use safety::datacheck::CheckStatus;
 
 /// The outcome of scanning a run's model inputs.
 pub struct InputScan {
@@ -84,9 +100,13 @@ impl InputScan {
     }
 }
 
-/// The largest dataset `run` and `train` check on their own (64 MiB of JSONL/CSV: about 20 s
-/// and 1.6 GiB of memory on one core); a larger one is recorded as skipped with the reason.
+/// The largest dataset `run` and `train` check on their own (64 MiB of data, gzip counted
+/// inflated); a larger one is recorded as skipped with the reason.
 const AUTOMATIC_CHECK_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Unchecked files named per input in the attestation (the `data-check.json` byproduct lists up
+/// to 1,000, and `summary.unchecked_files` counts them all).
+const UNCHECKED_IN_RECORD: usize = 20;
 
 /// The outcome of `data check` on every `--data` input of a run.
 pub struct DataCheck {
@@ -98,17 +118,28 @@ pub struct DataCheck {
 #[derive(serde::Serialize)]
 struct DataCheckInput {
     input: String,
-    /// `passed` (no warning), `failed` (findings) or `skipped` (no text dataset, or not asked).
-    status: &'static str,
+    /// `passed` (every file checked, no warning), `failed` (findings), `partial` (no findings,
+    /// some files not checked) or `skipped` (no file checked).
+    status: CheckStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<safety::datacheck::Summary>,
+    /// The first files not checked, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unchecked: Vec<safety::datacheck::UncheckedFile>,
+    /// The input's absolute path (to find its snapshot in the record).
+    #[serde(skip)]
+    absolute: Option<PathBuf>,
+    /// Index into `DataCheck::reports`.
+    #[serde(skip)]
+    report: Option<usize>,
 }
 
 /// Runs `data check` (default options) on every `--data` input; `skip` records that it was not
-/// asked for. A directory with no JSONL/CSV file, or a file that does not parse as one, is
-/// skipped with the reason: the wrapped command may read formats `data check` does not know.
+/// asked for. Every file of an input is checked or listed as unchecked with the reason (the
+/// wrapped command may read formats `data check` does not know): an input is `passed` only when
+/// every file was checked and nothing was found.
 pub fn check_data_inputs(inputs: &[(InputRole, PathBuf)], skip: bool) -> DataCheck {
     let mut check = DataCheck {
         inputs: Vec::new(),
@@ -128,28 +159,24 @@ pub fn check_data_inputs(inputs: &[(InputRole, PathBuf)], skip: bool) -> DataChe
         }
         match safety::datacheck::check(path, &options) {
             Ok(report) => {
-                let failed = report.has_warnings();
-                if failed {
-                    eprintln!(
-                        "trainprov: warning: data check of {}: {} finding(s); run `trainprov data \
-                         check {}` to see them (recorded in the attestation)",
-                        crate::commands::shown(path),
-                        report.summary.findings,
-                        crate::commands::shown(path)
-                    );
-                }
-                check.inputs.push(DataCheckInput {
+                let mut entry = DataCheckInput {
                     input,
-                    status: if failed { "failed" } else { "passed" },
+                    status: report.status,
                     reason: None,
-                    summary: Some(report.summary.clone()),
-                });
+                    summary: None,
+                    unchecked: Vec::new(),
+                    absolute: std::path::absolute(path).ok(),
+                    report: Some(check.reports.len()),
+                };
+                entry.update(&report);
+                entry.warn(&report, path);
+                check.inputs.push(entry);
                 check.reports.push(report);
             }
             Err(err @ safety::datacheck::CheckError::TooLarge { .. }) => {
                 eprintln!(
                     "trainprov: warning: {err}; recorded as skipped. Run `trainprov data check {}` \
-                     on its own (it needs about 25 times the data size in memory)",
+                     on its own",
                     crate::commands::shown(path)
                 );
                 check
@@ -168,49 +195,138 @@ impl DataCheckInput {
     fn skipped(input: String, reason: String) -> Self {
         DataCheckInput {
             input,
-            status: "skipped",
+            status: CheckStatus::Skipped,
             reason: Some(reason),
             summary: None,
+            unchecked: Vec::new(),
+            absolute: None,
+            report: None,
+        }
+    }
+
+    /// Takes status, summary and unchecked files from `report`.
+    fn update(&mut self, report: &safety::datacheck::DataReport) {
+        self.status = report.status;
+        self.summary = Some(report.summary.clone());
+        self.unchecked = report
+            .unchecked
+            .iter()
+            .take(UNCHECKED_IN_RECORD)
+            .cloned()
+            .collect();
+        self.reason = match report.status {
+            CheckStatus::Skipped if report.summary.unchecked_files == 0 => Some("no files".into()),
+            CheckStatus::Skipped => Some("no file in a format data check reads".into()),
+            CheckStatus::Partial => Some(format!(
+                "{} not checked",
+                plural(report.summary.unchecked_files, "file", "files")
+            )),
+            _ => None,
+        };
+    }
+
+    fn warn(&self, report: &safety::datacheck::DataReport, path: &std::path::Path) {
+        let shown = crate::commands::shown(path);
+        if report.has_warnings() {
+            eprintln!(
+                "trainprov: warning: data check of {shown}: {} finding(s); run `trainprov data \
+                 check {shown}` to see them (recorded in the attestation)",
+                report.summary.findings,
+            );
+        }
+        if let Some(first) = report.unchecked.first() {
+            eprintln!(
+                "trainprov: warning: data check of {shown}: {} NOT checked (recorded as {}), \
+                 e.g. {}: {}",
+                plural(report.summary.unchecked_files, "file", "files"),
+                report.status.as_str(),
+                first.file,
+                first.reason
+            );
         }
     }
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl DataCheck {
-    /// `failed` when any input has findings, `passed` when at least one was checked and none
-    /// failed, else `skipped`.
-    pub fn status(&self) -> &'static str {
-        let has = |s: &str| self.inputs.iter().any(|i| i.status == s);
-        if has("failed") {
-            "failed"
-        } else if has("passed") {
-            "passed"
-        } else {
-            "skipped"
-        }
+    /// The run's status over its inputs ([`CheckStatus::combine`]): `passed` only when every
+    /// input passed.
+    pub fn status(&self) -> CheckStatus {
+        CheckStatus::combine(self.inputs.iter().map(|i| i.status))
     }
 
-    /// Adds `internalParameters.dataCheck` and, when anything was checked, the full reports as
-    /// the `data-check.json` byproduct.
+    /// Compares each input's check with the snapshot the record holds of it (a file the check
+    /// did not read, or read with other bytes, makes the input `partial`), then adds
+    /// `internalParameters.dataCheck` and, when anything was checked, the full reports as the
+    /// `data-check.json` byproduct.
     pub fn record_into(
-        &self,
+        mut self,
         finished: &mut Finished,
         objects: &recorder::objects::ObjectStore,
     ) -> Result<(), CliError> {
+        for entry in &mut self.inputs {
+            let Some(k) = entry.report else { continue };
+            let report = &mut self.reports[k];
+            let recorded = entry.absolute.as_ref().and_then(|abs| {
+                finished.record.inputs.iter().find(|r| {
+                    r.role == InputRole::Data && std::path::Path::new(&r.path) == abs.as_path()
+                })
+            });
+            let snapshot = recorded
+                .ok_or_else(|| "no snapshot of this input in the record".to_string())
+                .and_then(|r| objects.get(&r.manifest_object).map_err(|e| e.to_string()))
+                .and_then(|bytes| {
+                    recorder::snapshot::DataSnapshot::from_manifest_bytes(PathBuf::new(), &bytes)
+                        .map_err(|e| e.to_string())
+                });
+            match snapshot {
+                Ok(snap) => report.reconcile(
+                    snap.entries
+                        .iter()
+                        .map(|e| (e.path.as_str(), e.blake3.as_str())),
+                ),
+                Err(e) => {
+                    // Fail closed: without the snapshot nothing says the check read what was
+                    // recorded.
+                    entry.status = CheckStatus::combine([report.status, CheckStatus::Partial]);
+                    entry.reason = Some(format!("not compared with the snapshot: {e}"));
+                    continue;
+                }
+            }
+            let before = entry.status;
+            entry.update(report);
+            if before != entry.status {
+                eprintln!(
+                    "trainprov: warning: data check of {}: the snapshot holds files the check did \
+                     not read as recorded (recorded as {}), e.g. {}",
+                    entry.input,
+                    entry.status.as_str(),
+                    report
+                        .unchecked
+                        .first()
+                        .map(|u| format!("{}: {}", u.file, u.reason))
+                        .unwrap_or_default()
+                );
+            }
+        }
         if !self.reports.is_empty() {
             let bytes = serde_json::to_vec_pretty(&self.reports).or_input()?;
             let file =
                 record_bytes(objects, "data-check.json", &bytes, "application/json").or_input()?;
             finished.record.byproducts.push(file);
         }
-        let findings: usize = self
-            .inputs
-            .iter()
-            .filter_map(|i| i.summary.as_ref())
-            .map(|s| s.findings)
-            .sum();
+        let summaries = || self.inputs.iter().filter_map(|i| i.summary.as_ref());
+        let findings: usize = summaries().map(|s| s.findings).sum();
+        // Inputs skipped as a whole count as unchecked too (their files were not read).
+        let unchecked: usize = summaries().map(|s| s.unchecked_files).sum::<usize>()
+            + self.inputs.iter().filter(|i| i.summary.is_none()).count();
         let summary = json!({
-            "status": self.status(),
+            "status": self.status().as_str(),
             "findings": findings,
+            "uncheckedFiles": unchecked,
             "tool": format!("trainprov data check {}", env!("CARGO_PKG_VERSION")),
             "report": if self.reports.is_empty() { None } else { Some("data-check.json") },
             "inputs": self.inputs,
