@@ -178,7 +178,8 @@ fn issue11_registry_is_private() {
             .any(|p| p.ends_with("registry.sqlite-wal"))
             || everything.iter().any(|p| p.ends_with("registry.sqlite"))
     );
-    assert!(everything.iter().any(|p| p.ends_with("hash-cache.sqlite")));
+    // The hash cache is per user (issue 11 item 7), never inside a registry.
+    assert!(!everything.iter().any(|p| p.ends_with("hash-cache.sqlite")));
     assert!(everything.len() > 8, "{everything:?}");
     for path in everything {
         let expected = if path.is_dir() { 0o700 } else { 0o600 };

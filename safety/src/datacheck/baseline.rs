@@ -254,7 +254,11 @@ fn manifest_baseline(
     for (n, line) in text.lines().enumerate().skip(1) {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
-            ["f", _size, digest, p] => entries.push(((*p).to_string(), (*digest).to_string())),
+            // `f` (v1, v2) and `l` (v2: a symlink recorded by the content it resolves to, the
+            // link text last) both carry the content's BLAKE3; a v1 `l` line is link text only.
+            ["f", _size, digest, p] | ["l", _size, digest, p, _] => {
+                entries.push(((*p).to_string(), (*digest).to_string()))
+            }
             ["l", ..] => {}
             _ => {
                 return Err(baseline_error(

@@ -99,7 +99,7 @@
 //!    - a dataset (file or directory) in the formats above, for example the previous version;
 //!    - a `trainprov data check --json` report (its `outputs`);
 //!    - a snapshot manifest (`trainprov snapshot --manifest`, format
-//!      `trainprov-snapshot v1`): the files of the dataset whose BLAKE3 still matches the
+//!      `trainprov-snapshot` v1 or v2): the files of the dataset whose BLAKE3 still matches the
 //!      manifest are the baseline, the rows of added or changed files are compared with them,
 //!      and the added, changed and removed files are listed.
 //!
