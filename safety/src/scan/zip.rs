@@ -294,7 +294,9 @@ fn scan_entry(
         r.over_budget(
             Some(name),
             format!(
-                "it declares {} bytes uncompressed, above what is left of the budget ({allowance}                  bytes; limits: {MAX_INFLATE_ENTRY} per entry, {MAX_INFLATE_TOTAL} per file): a                  decompression bomb, or too large to inspect; not scanned",
+                "it declares {} bytes uncompressed, above what is left of the budget \
+                 ({allowance} bytes; limits: {MAX_INFLATE_ENTRY} per entry, {MAX_INFLATE_TOTAL} \
+                 per file): a decompression bomb, or too large to inspect; not scanned",
                 e.size
             ),
         );
