@@ -192,8 +192,9 @@ fn issue11_uninspectable_files_are_not_counted_clean() {
         run.stdout
     );
     assert!(
-        run.stdout
-            .ends_with("3 files: 1 ok, 0 unsafe, 0 invalid, 1 uninspectable, 1 not a model format\n"),
+        run.stdout.ends_with(
+            "3 files: 1 ok, 0 unsafe, 0 invalid, 1 uninspectable, 1 not a model format\n"
+        ),
         "{}",
         run.stdout
     );
@@ -233,7 +234,9 @@ fn issue11_hub_cache_blobs_are_reported_once() {
         ws.path("hub/models--org--m/snapshots/r1/model.safetensors"),
     )
     .expect("symlink");
-    let run = ws.run(&["scan", "hub", "--json"]).expect_code(OK, "hub cache");
+    let run = ws
+        .run(&["scan", "hub", "--json"])
+        .expect_code(OK, "hub cache");
     let json = run.json();
     let files = json["files"].as_array().expect("files");
     let weights: Vec<&serde_json::Value> = files

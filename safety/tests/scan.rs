@@ -1481,7 +1481,11 @@ for name in sys.argv[2:]:
         cmd.arg(name);
     }
     let out = cmd.output().expect("python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
@@ -1511,9 +1515,8 @@ for name in sys.argv[2:]:
 fn safetensors_pickle_polyglot() -> Vec<u8> {
     let payload = P4_BODY_POSIX_SYSTEM;
     let p = payload.len();
-    let tail = format!(
-        "\"}},\"t\":{{\"dtype\":\"U8\",\"shape\":[{p}],\"data_offsets\":[0,{p}]}}}}"
-    );
+    let tail =
+        format!("\"}},\"t\":{{\"dtype\":\"U8\",\"shape\":[{p}],\"data_offsets\":[0,{p}]}}}}");
     let prefix = "{\"__metadata__\":{\"x\":\"";
     for l in 3u64..4000 {
         let n = 0x58 + 256 * l;
@@ -1623,7 +1626,9 @@ fn compressed(codec: &str, data: &[u8]) -> Vec<u8> {
             e.write_all(data).expect("bzip2");
             e.finish().expect("bzip2")
         }
-        "zstd" => ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest),
+        "zstd" => {
+            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        }
         other => unreachable!("{other}"),
     }
 }
@@ -1637,7 +1642,11 @@ fn issue11_compressed_pickles_are_decompressed_and_scanned() {
         assert_eq!(r.globals, ["posix.system"], "{codec}");
         let r = scan_bytes("state.pkl.gz", &compressed(codec, P2_DICT_OF_INTS));
         assert_eq!(r.verdict, Verdict::Safe, "{codec}: {r:#?}");
-        assert!(r.summary.starts_with(&format!("{codec}-compressed pickle")), "{}", r.summary);
+        assert!(
+            r.summary.starts_with(&format!("{codec}-compressed pickle")),
+            "{}",
+            r.summary
+        );
     }
     // Inside a zip entry of any name, and a zip inside gzip.
     let gz = compressed("gzip", P0_OS_SYSTEM);
@@ -1717,7 +1726,11 @@ fn deflate_repeat(pattern: &[u8], len: usize) -> Vec<u8> {
     b.put(1, 2);
     let mut left = len - d;
     // Distance codes: 1..=4 are codes 0..=3; 12 is code 6 (9..12) with extra 3.
-    let (dcode, dextra, dbits) = if d == 12 { (6, 3, 2) } else { (d as u32 - 1, 0, 0) };
+    let (dcode, dextra, dbits) = if d == 12 {
+        (6, 3, 2)
+    } else {
+        (d as u32 - 1, 0, 0)
+    };
     while left >= 258 {
         b.code(0b1100_0101, 8); // symbol 285: length 258
         b.code(dcode, 5);
@@ -1778,7 +1791,11 @@ fn issue11_zip_bomb_is_refused_fast_and_never_ok() {
     gz.extend_from_slice(&[0; 8]);
     let started = std::time::Instant::now();
     let r = scan_bytes("x.pkl.gz", &gz);
-    assert!(started.elapsed().as_secs_f64() < 5.0, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs_f64() < 5.0,
+        "{:?}",
+        started.elapsed()
+    );
     assert!(has(&r, Rule::ScanBudget), "{r:#?}");
     assert_eq!(r.verdict, Verdict::Unsafe);
 }
@@ -1839,7 +1856,10 @@ fn issue11_chat_templates_outside_gguf_are_checked() {
     ]});
     let r = scan_bytes("tokenizer_config.json", list.to_string().as_bytes());
     assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
-    assert!(r.findings.iter().any(|f| f.message.contains("tool_use")), "{r:#?}");
+    assert!(
+        r.findings.iter().any(|f| f.message.contains("tool_use")),
+        "{r:#?}"
+    );
     let r = scan_bytes("chat_template.jinja", EVIL_TEMPLATE.as_bytes());
     assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
     // Ordinary templates stay clean.
@@ -1865,7 +1885,11 @@ fn issue11_hub_cache_content_is_reported_once_with_its_aliases() {
     let reports = scan_path(dir.path()).expect("scan");
     assert_eq!(reports.len(), 1, "{reports:#?}");
     let r = &reports[0];
-    assert!(r.path.ends_with("snapshots/rev1/model.safetensors"), "{}", r.path);
+    assert!(
+        r.path.ends_with("snapshots/rev1/model.safetensors"),
+        "{}",
+        r.path
+    );
     assert_eq!(r.aliases.len(), 1);
     assert!(r.aliases[0].ends_with("blobs/0123abcd"), "{:?}", r.aliases);
     assert_eq!(r.verdict, Verdict::Safe);

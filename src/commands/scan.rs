@@ -77,7 +77,10 @@ pub fn run(args: &ScanArgs) -> Result<Report, CliError> {
             text.push_str(&report.human_line());
             text.push('\n');
             if !report.aliases.is_empty() {
-                text.push_str(&format!("  same content as: {}\n", report.aliases.join(", ")));
+                text.push_str(&format!(
+                    "  same content as: {}\n",
+                    report.aliases.join(", ")
+                ));
             }
         }
         let files = if reports.len() == 1 { "file" } else { "files" };

@@ -217,7 +217,12 @@ pub(super) fn scan_compressed(
         None => format!("[{name}]"),
     };
     let allowance = r.allowance();
-    let decoded = decode(codec, BlobReader::new(blob, 0, blob.size()), allowance, None);
+    let decoded = decode(
+        codec,
+        BlobReader::new(blob, 0, blob.size()),
+        allowance,
+        None,
+    );
     let decoded = match decoded {
         Ok(d) => d,
         Err(_) if codec.weak() => return Ok(false),

@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 pub(super) const MAX_GGUF_TENSORS: u64 = 1 << 20;
 pub(super) const MAX_GGUF_KVS: u64 = 1 << 20;
 pub(super) const MAX_GGUF_DIMS: u32 = 4;
@@ -308,4 +307,3 @@ pub(super) fn parse_gguf(buf: &[u8], eof: Eof, total: u64) -> Result<GgufInfo, S
         templates,
     })
 }
-

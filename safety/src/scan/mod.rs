@@ -1115,7 +1115,9 @@ fn with_prefix<T>(
     let readable = blob.readable().min(total);
     if let Some(bytes) = blob.in_memory() {
         // Everything there is in memory already: one pass, no copy.
-        let cut = usize::try_from(SCAN_LIMIT).unwrap_or(usize::MAX).min(bytes.len());
+        let cut = usize::try_from(SCAN_LIMIT)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let buf = bytes.get(..cut).unwrap_or_default();
         let got = buf.len() as u64;
         let eof = if got >= total {
@@ -1727,4 +1729,3 @@ fn scan_unknown(blob: &dyn Blob, head: &[u8], r: &mut Builder) -> io::Result<()>
     );
     Ok(())
 }
-

@@ -3,7 +3,6 @@
 use super::pickle::{latin1, report_pickles, walk_stream};
 use super::*;
 
-
 /// Largest `.npy` header accepted.
 pub(super) const MAX_NPY_HEADER: u64 = 1024 * 1024;
 

@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 /// A stack item: what the walk needs to know about a value.
 #[derive(Clone)]
 pub(super) enum Item {
@@ -791,8 +790,10 @@ pub(super) fn walk_stream(
         let walk = walk_pickle(buf, pos, eof, total)?;
         if stream.walks.is_empty() {
             stream.legacy_torch = walk.end.is_some_and(|end| {
-                buf.get(pos..end)
-                    .is_some_and(|b| b.windows(LEGACY_TORCH_MAGIC.len()).any(|w| w == LEGACY_TORCH_MAGIC))
+                buf.get(pos..end).is_some_and(|b| {
+                    b.windows(LEGACY_TORCH_MAGIC.len())
+                        .any(|w| w == LEGACY_TORCH_MAGIC)
+                })
             });
         }
         let required = stream.walks.is_empty()
@@ -1146,9 +1147,7 @@ pub(super) fn report_pickles(stream: &PickleStream, entry: Option<&str>, r: &mut
             Rule::ScanBudget,
             prefixed(
                 entry,
-                &format!(
-                    "more than {MAX_PICKLES} pickles in a row; the rest were not inspected"
-                ),
+                &format!("more than {MAX_PICKLES} pickles in a row; the rest were not inspected"),
             ),
             None,
             entry,
@@ -1282,7 +1281,10 @@ mod tests {
             Some("\\\\u006f")
         );
         // A lone surrogate is a str in Python: the walk goes on.
-        assert_eq!(raw_unicode_escape(b"\\ud800").ok().as_deref(), Some("\u{fffd}"));
+        assert_eq!(
+            raw_unicode_escape(b"\\ud800").ok().as_deref(),
+            Some("\u{fffd}")
+        );
     }
 
     /// Python's `int()` on bytes, base 10 (values from CPython 3.11).
@@ -1307,7 +1309,12 @@ mod tests {
             (b"", None),
             (b"+", None),
         ] {
-            assert_eq!(python_int(text), want, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(
+                python_int(text),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 }

@@ -4,7 +4,6 @@ use trainer::safe_load::{validate_safetensors_bytes, LoadError};
 
 use super::*;
 
-
 pub(super) fn scan_safetensors(blob: &dyn Blob, r: &mut Builder) -> io::Result<()> {
     r.format = Format::Safetensors;
     match check_safetensors(blob)? {
@@ -76,4 +75,3 @@ pub(super) fn count_tensors(header: &[u8]) -> usize {
         .map(|m| m.keys().filter(|k| *k != "__metadata__").count())
         .unwrap_or(0)
 }
-

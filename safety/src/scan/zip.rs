@@ -272,11 +272,22 @@ fn scan_entry(
     } else {
         (0, None)
     };
-    let reader = || BlobReader::new(blob, start.saturating_add(skip), e.compressed.saturating_sub(skip));
+    let reader = || {
+        BlobReader::new(
+            blob,
+            start.saturating_add(skip),
+            e.compressed.saturating_sub(skip),
+        )
+    };
     if !hint.pickle && !hint.npy {
         let sniffed = match decode(codec, reader(), 4096, size) {
             Ok(d) => d,
-            Err(message) => return Ok(Err(Invalid(format!("bad {} data: {message}", codec.name())))),
+            Err(message) => {
+                return Ok(Err(Invalid(format!(
+                    "bad {} data: {message}",
+                    codec.name()
+                ))))
+            }
         };
         r.inflated = r.inflated.saturating_add(sniffed.bytes.len() as u64);
         let head = sniffed.bytes;
@@ -304,7 +315,12 @@ fn scan_entry(
     }
     let decoded = match decode(codec, reader(), e.size, size) {
         Ok(d) => d,
-        Err(message) => return Ok(Err(Invalid(format!("bad {} data: {message}", codec.name())))),
+        Err(message) => {
+            return Ok(Err(Invalid(format!(
+                "bad {} data: {message}",
+                codec.name()
+            ))))
+        }
     };
     r.inflated = r.inflated.saturating_add(decoded.bytes.len() as u64);
     if !decoded.complete || decoded.bytes.len() as u64 != e.size {
@@ -480,4 +496,3 @@ pub(super) fn zip_directory(blob: &dyn Blob) -> io::Result<Result<Vec<ZipEntry>,
     }
     Ok(Ok(entries))
 }
-
