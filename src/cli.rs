@@ -159,17 +159,22 @@ pub enum Command {
     Retrain(RetrainArgs),
     /// Scan model files for code that loading them would run, and for malformed headers.
     ///
-    /// Each file (directories are walked, `.git` skipped) is identified by its bytes, never its
-    /// name: safetensors (the loader's full header validation), Python pickles (walked opcode by
-    /// opcode, never loaded; every imported global is listed and those outside an allow-list of
-    /// tensor-rebuilding globals, such as os.system or builtins.exec, make the file unsafe),
-    /// PyTorch zip checkpoints (the pickles inside), NumPy .npy/.npz (object dtype is unsafe) and
-    /// GGUF (header, metadata and tensor infos). A pickle that imports only allow-listed globals
-    /// is reported ok with a warning: loading it still runs code, and trainprov's loaders refuse
-    /// pickle formats. Configs, tokenizers and other non-model files are reported as unknown.
+    /// Each file (directories are walked, `.git` skipped, content reached by several links
+    /// reported once) is identified by its bytes, never its name: safetensors (the loader's full
+    /// header validation), Python pickles (walked opcode by opcode as CPython's unpickler reads
+    /// them, never loaded; every imported global is listed and those outside an allow-list of
+    /// tensor-rebuilding globals, such as os.system or builtins.exec, make the file unsafe), zip
+    /// archives such as PyTorch checkpoints (every entry sniffed), gzip/zlib/xz/lzma/bzip2/zstd
+    /// streams (decompressed within a budget), NumPy .npy/.npz (object dtype is unsafe), GGUF
+    /// (header, metadata, tensor infos) and chat templates (GGUF, tokenizer_config.json,
+    /// *.jinja). A pickle that imports only allow-listed globals is reported ok with a warning:
+    /// loading it still runs code, and trainprov's loaders refuse pickle formats. Formats the
+    /// scanner does not read (HDF5/Keras, TF SavedModel, 7z, rar, tar) are uninspectable.
+    /// Configs, tokenizers and other non-model files are reported as unknown.
     ///
-    /// Exit codes: 0 every file is safe or not a model format, 1 a file is unsafe or invalid, 2
-    /// usage or input error (e.g. a missing path).
+    /// Exit codes: 0 every file is safe or not a model format, 1 a file is unsafe, invalid or
+    /// uninspectable (a decompression bomb over the budget is unsafe), 2 usage or input error
+    /// (e.g. a missing path).
     #[command(after_help = "Examples:\n  trainprov scan models/llama\n  \
         trainprov scan pytorch_model.bin adapter/ --json\n  \
         trainprov scan models/ --sarif > scan.sarif")]

@@ -36,7 +36,7 @@ fn clean_directory_exits_0_with_one_line_per_file() {
         [
             "unknown model/config.json: not a model weight format (text)",
             "ok model/model.safetensors: safetensors, 1 tensor",
-            "2 files: 1 ok, 0 unsafe, 0 invalid, 1 not a model format",
+            "2 files: 1 ok, 0 unsafe, 0 invalid, 0 uninspectable, 1 not a model format",
         ],
         "{}",
         run.stdout
@@ -176,4 +176,77 @@ fn sarif_is_a_2_1_0_log_with_located_results() {
         .find(|r| r["ruleId"] == "pickle-dangerous-global")
         .expect("the dangerous global");
     assert_eq!(evil["level"], "error");
+}
+
+#[test]
+fn issue11_uninspectable_files_are_not_counted_clean() {
+    let ws = Workspace::new();
+    clean_model(&ws);
+    ws.write("model/tf_model.h5", b"\x89HDF\r\n\x1a\n\0\0\0\0");
+    let run = ws
+        .run(&["scan", "model"])
+        .expect_code(FAILED, "uninspectable file");
+    assert!(
+        run.stdout.contains("UNINSPECTABLE model/tf_model.h5: HDF5"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.ends_with(
+            "3 files: 1 ok, 0 unsafe, 0 invalid, 1 uninspectable, 1 not a model format\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = ws
+        .run(&["scan", "model", "--json"])
+        .expect_code(FAILED, "uninspectable json");
+    let json = run.json();
+    assert_eq!(json["status"], "failed");
+    assert_eq!(json["counts"]["uninspectable"], 1);
+}
+
+#[test]
+fn issue11_chat_template_injection_in_tokenizer_config_fails_the_scan() {
+    let ws = Workspace::new();
+    clean_model(&ws);
+    ws.write(
+        "model/tokenizer_config.json",
+        br#"{"chat_template": "{{ cycler.__init__.__globals__.os.popen('id').read() }}"}"#,
+    );
+    let run = ws.run(&["scan", "model"]).expect_code(FAILED, "template");
+    assert!(
+        run.stdout
+            .contains("UNSAFE model/tokenizer_config.json: chat_template uses `__globals__`"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn issue11_hub_cache_blobs_are_reported_once() {
+    let ws = Workspace::new();
+    ws.write("hub/models--org--m/blobs/abc123", safetensors());
+    ws.write("hub/models--org--m/snapshots/r1/.keep", b"");
+    std::os::unix::fs::symlink(
+        "../../blobs/abc123",
+        ws.path("hub/models--org--m/snapshots/r1/model.safetensors"),
+    )
+    .expect("symlink");
+    let run = ws
+        .run(&["scan", "hub", "--json"])
+        .expect_code(OK, "hub cache");
+    let json = run.json();
+    let files = json["files"].as_array().expect("files");
+    let weights: Vec<&serde_json::Value> = files
+        .iter()
+        .filter(|f| f["format"]["kind"] == "safetensors")
+        .collect();
+    assert_eq!(weights.len(), 1, "{json}");
+    assert_eq!(
+        weights[0]["path"],
+        "hub/models--org--m/snapshots/r1/model.safetensors"
+    );
+    assert_eq!(weights[0]["aliases"][0], "hub/models--org--m/blobs/abc123");
 }

@@ -633,10 +633,10 @@ fn deflated_and_unreadable_pickle_entries() {
     );
     assert_eq!(r.globals, ["posix.system"]);
 
-    // bzip2 (method 12) cannot be read here: the pickle inside cannot be cleared.
+    // AES (method 99) cannot be read here: the pickle inside cannot be cleared.
     let r = expect(
         "b.pt",
-        &zip(&[entry(12, deflated.clone())]),
+        &zip(&[entry(99, deflated.clone())]),
         Format::TorchZip,
         Verdict::Unsafe,
     );
@@ -1310,4 +1310,585 @@ fn two_thousand_mutations_of_each_sample_never_panic() {
             serde_json::to_string(&report).expect("serialises");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11: bombs and differentials with CPython's unpickler
+// ---------------------------------------------------------------------------------------------
+
+/// Protocol 4 body (no PROTO, no FRAME): `posix.system('id')` via STACK_GLOBAL.
+const P4_BODY_POSIX_SYSTEM: &[u8] = b"\x8c\x05posix\x8c\x06system\x93\x8c\x02id\x85R.";
+
+#[test]
+fn issue11_pickle_without_proto_is_walked_whatever_its_first_opcode() {
+    // FRAME first (no PROTO): CPython reads it; the old sniff took it for unknown bytes.
+    let mut framed_only = vec![0x95];
+    framed_only.extend_from_slice(&(P4_BODY_POSIX_SYSTEM.len() as u64).to_le_bytes());
+    framed_only.extend_from_slice(P4_BODY_POSIX_SYSTEM);
+    let r = scan_bytes("pytorch_model.bin", &framed_only);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert_eq!(r.globals, ["posix.system"]);
+    // A binary string opcode first.
+    let r = scan_bytes("pytorch_model.bin", P4_BODY_POSIX_SYSTEM);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert!(matches!(r.format, Format::Pickle { .. }), "{r:#?}");
+}
+
+#[test]
+fn issue11_memo_keys_follow_python_int_syntax() {
+    // PUT "0_1" and GET "\x0b1" are memo key 1 to Python's int(); the walk used to fail there,
+    // before the GLOBAL, and call the file unknown bytes.
+    for put in [&b"0_1"[..], b"\x0b1", b" +1\r", b"0001"] {
+        let mut p = b"(S'x'\np".to_vec();
+        p.extend_from_slice(put);
+        p.extend_from_slice(b"\ng\x0b1\n0cos\nsystem\n(S'id'\ntR.");
+        let r = scan_bytes("model.bin", &p);
+        assert_eq!(
+            r.verdict,
+            Verdict::Unsafe,
+            "PUT {:?}: {r:#?}",
+            String::from_utf8_lossy(put)
+        );
+        assert_eq!(r.globals, ["os.system"]);
+    }
+    // A STACK_GLOBAL resolved through text memo keys in the same syntax.
+    let p = b"\x80\x04\x8c\x05posixp0_0\n0\x8c\x06systemp 1\n0g00\ng+1\n\x93)R.";
+    let r = scan_bytes("model.pkl", p);
+    assert_eq!(r.globals, ["posix.system"], "{r:#?}");
+}
+
+#[test]
+fn issue11_unicode_surrogates_do_not_stop_the_walk() {
+    // `V\ud800` is a str to Python (raw-unicode-escape keeps lone surrogates).
+    let p = b"V\\ud800\n0cos\nsystem\n(S'id'\ntR.";
+    let r = scan_bytes("model.bin", p);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+}
+
+#[test]
+fn issue11_a_call_before_the_fault_makes_it_a_pickle() {
+    // pandas.read_pickle('/tmp/x') runs, then the stream breaks: CPython has already called it.
+    let p = b"cpandas\nread_pickle\n(S'/tmp/x'\ntR\xff";
+    let r = scan_bytes("model.bin", p);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert_eq!(r.globals, ["pandas.read_pickle"]);
+}
+
+#[test]
+fn issue11_legacy_torch_reads_five_pickles_with_or_without_proto() {
+    // Magic number (PROTO 2), then protocol, sys info, the model and the storage keys, none of
+    // them with PROTO: the legacy loader unpickles all five.
+    let mut file = Vec::new();
+    file.extend_from_slice(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.");
+    file.extend_from_slice(b"M\xe9\x03.");
+    file.extend_from_slice(b"}q\x00.");
+    file.extend_from_slice(P0_OS_SYSTEM);
+    file.extend_from_slice(b"]q\x00.");
+    file.extend_from_slice(&16u64.to_le_bytes());
+    file.extend_from_slice(&[0x80; 64]);
+    let r = scan_bytes("old.bin", &file);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert_eq!(r.globals, ["os.system"]);
+    assert!(r.summary.contains("in 5 pickles"), "{}", r.summary);
+    assert!(has(&r, Rule::PickleTrailingData), "{r:#?}");
+
+    // Any pickle after another is walked, PROTO or not (pickle.load in a loop).
+    let mut two = P2_DICT_OF_INTS.to_vec();
+    two.extend_from_slice(P0_OS_SYSTEM);
+    let r = scan_bytes("two.pkl", &two);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert!(!has(&r, Rule::PickleTrailingData), "{r:#?}");
+}
+
+/// A benign pickle whose `BININT2` argument straddles the end of its FRAME: the C unpickler
+/// returns 1, the Python one raises "pickle exhausted before end of frame".
+fn straddling_frame() -> Vec<u8> {
+    let mut p = b"\x80\x04\x95".to_vec();
+    p.extend_from_slice(&2u64.to_le_bytes());
+    p.extend_from_slice(b"M\x01\x00.");
+    p
+}
+
+/// A benign pickle with a FRAME inside a FRAME: the Python unpickler raises "beginning of a
+/// new frame before end of current frame".
+fn nested_frame() -> Vec<u8> {
+    let mut p = b"\x80\x04\x95".to_vec();
+    p.extend_from_slice(&12u64.to_le_bytes());
+    p.push(0x95);
+    p.extend_from_slice(&3u64.to_le_bytes());
+    p.extend_from_slice(b"K\x01.");
+    p
+}
+
+#[test]
+fn issue11_frame_boundaries_that_cpython_readers_disagree_on_are_invalid() {
+    for (what, p) in [("straddle", straddling_frame()), ("nested", nested_frame())] {
+        let r = scan_bytes("model.pkl", &p);
+        assert_eq!(r.verdict, Verdict::Invalid, "{what}: {r:#?}");
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.rule == Rule::PickleInvalid && f.message.contains("FRAME")),
+            "{what}: {r:#?}"
+        );
+    }
+    // Well-formed frames, and reads that start exactly at a frame's end, are fine.
+    let r = scan_bytes("ok.pkl", &p4_stack_global());
+    assert!(!has(&r, Rule::PickleInvalid), "{r:#?}");
+    let mut at_end = b"\x80\x04\x95".to_vec();
+    at_end.extend_from_slice(&1u64.to_le_bytes());
+    at_end.extend_from_slice(b"K\x01.");
+    let r = scan_bytes("ok.pkl", &at_end);
+    assert_eq!(r.verdict, Verdict::Safe, "{r:#?}");
+}
+
+/// CPython (the `python3` on PATH, or `$PYTHON`; only its standard library is used) agrees with
+/// the walk on the differentials above. Only harmless pickles are loaded (ints and strings, no
+/// global). Fails, never skips, when Python is missing: `.ci/run` needs it for the venv anyway.
+#[test]
+fn issue11_cpython_agrees_on_the_differentials() {
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("memo", b"(S'x'\np0_1\n0g\x0b1\n.".to_vec()),
+        ("surrogate", b"V\\ud800\n.".to_vec()),
+        ("straddle", straddling_frame()),
+        ("nested", nested_frame()),
+    ];
+    for (name, bytes) in &cases {
+        std::fs::write(dir.path().join(name), bytes).expect("write");
+    }
+    // For each case: what the C unpickler (pickle.loads) and the Python one (pickle._loads) say.
+    let script = r#"
+import pickle, sys, os
+for name in sys.argv[2:]:
+    data = open(os.path.join(sys.argv[1], name), 'rb').read()
+    out = []
+    for load in (pickle.loads, pickle._loads):
+        try:
+            out.append(repr(load(data)))
+        except Exception as e:
+            out.append('raises ' + type(e).__name__)
+    print(name, '|'.join(out))
+"#;
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg("-c").arg(script).arg(dir.path());
+    for (name, _) in &cases {
+        cmd.arg(name);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}; install Python 3", python.to_string_lossy()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "memo 'x'|'x'",
+            "surrogate '\\ud800'|'\\ud800'",
+            "straddle 1|raises UnpicklingError",
+            "nested 1|raises UnpicklingError",
+        ]
+    );
+    // Where both readers load it, the walk does; where they disagree, it is invalid, never ok.
+    for (name, bytes) in &cases {
+        let r = scan_bytes("x.pkl", bytes);
+        let want = if name.starts_with("memo") || name.starts_with("surrogate") {
+            Verdict::Safe
+        } else {
+            Verdict::Invalid
+        };
+        assert_eq!(r.verdict, want, "{name}: {r:#?}");
+    }
+}
+
+/// A valid safetensors file whose first byte is BINUNICODE: its length bytes skip into the JSON
+/// header, a chain of SHORT_BINSTRINGs inside a metadata string hops to the data section, where
+/// a U8 tensor holds `posix.system('id')`.
+fn safetensors_pickle_polyglot() -> Vec<u8> {
+    let payload = P4_BODY_POSIX_SYSTEM;
+    let p = payload.len();
+    let tail =
+        format!("\"}},\"t\":{{\"dtype\":\"U8\",\"shape\":[{p}],\"data_offsets\":[0,{p}]}}}}");
+    let prefix = "{\"__metadata__\":{\"x\":\"";
+    for l in 3u64..4000 {
+        let n = 0x58 + 256 * l;
+        // The string ends at byte 5 + l; the header runs from 8 to 8 + n.
+        let resume = 5 + l as usize;
+        if resume < 8 + prefix.len() {
+            continue;
+        }
+        let rest = 8 + n as usize - resume;
+        let Some(k) = (0..rest / 128).find(|k| {
+            let last = rest as i64 - 2 - 128 * *k as i64;
+            (tail.len() as i64..=126).contains(&last) && last != 0x22 && last != 0x5c
+        }) else {
+            continue;
+        };
+        let last = rest - 2 - 128 * k;
+        let mut header = prefix.to_string();
+        header.push_str(&"a".repeat(resume - 8 - prefix.len()));
+        for _ in 0..k {
+            header.push('U');
+            header.push('~');
+            header.push_str(&"a".repeat(126));
+        }
+        header.push('U');
+        header.push(char::from(last as u8));
+        header.push_str(&"a".repeat(last - tail.len()));
+        header.push_str(&tail);
+        assert_eq!(header.len() as u64, n);
+        let mut out = n.to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(payload);
+        return out;
+    }
+    unreachable!("no layout found")
+}
+
+#[test]
+fn issue11_a_safetensors_that_is_also_a_pickle_is_reported_both_ways() {
+    let bytes = safetensors_pickle_polyglot();
+    validate_safetensors_bytes(&bytes).expect("a valid safetensors file");
+    let r = scan_bytes("model.safetensors", &bytes);
+    assert_eq!(r.format, Format::Safetensors);
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert!(has(&r, Rule::Polyglot), "{r:#?}");
+    assert_eq!(r.globals, ["posix.system"]);
+    // An ordinary safetensors file is no polyglot.
+    let r = scan_bytes("model.safetensors", &st(ST_GOOD, 16));
+    assert_eq!(r.verdict, Verdict::Safe, "{r:#?}");
+}
+
+#[test]
+fn issue11_every_zip_entry_is_sniffed_whatever_its_name() {
+    let r = scan_bytes(
+        "model.pt",
+        &zip_stored(&[
+            ("archive/data.pkl", P2_DICT_OF_INTS),
+            ("archive/extra", P2_POSIX_SYSTEM),
+            ("archive/data/0", &[0u8; 16]),
+        ]),
+    );
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule == Rule::PickleDangerousGlobal)
+        .expect("dangerous");
+    assert_eq!(f.entry.as_deref(), Some("archive/extra"));
+    // A protocol 0 pickle in an entry named like data.
+    let r = scan_bytes("bundle.zip", &zip_stored(&[("weights.bin", P0_OS_SYSTEM)]));
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    // Storages of random bytes are not pickles.
+    let r = scan_bytes(
+        "model.pt",
+        &zip_stored(&[
+            ("archive/data.pkl", P2_TORCH_STATE_DICT),
+            ("archive/data/0", b"\x80\x02\x00\x01\x02\x03\x04\x05"),
+        ]),
+    );
+    assert_eq!(r.verdict, Verdict::Safe, "{r:#?}");
+}
+
+fn compressed(codec: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match codec {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).expect("gzip");
+            e.finish().expect("gzip")
+        }
+        "zlib" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).expect("zlib");
+            e.finish().expect("zlib")
+        }
+        "xz" => {
+            let mut out = Vec::new();
+            lzma_rs::xz_compress(&mut std::io::Cursor::new(data), &mut out).expect("xz");
+            out
+        }
+        "lzma" => {
+            let mut out = Vec::new();
+            lzma_rs::lzma_compress(&mut std::io::Cursor::new(data), &mut out).expect("lzma");
+            out
+        }
+        "bzip2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+            e.write_all(data).expect("bzip2");
+            e.finish().expect("bzip2")
+        }
+        "zstd" => {
+            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        }
+        other => unreachable!("{other}"),
+    }
+}
+
+#[test]
+fn issue11_compressed_pickles_are_decompressed_and_scanned() {
+    for codec in ["gzip", "zlib", "xz", "lzma", "bzip2", "zstd"] {
+        let r = scan_bytes("model.joblib", &compressed(codec, P2_POSIX_SYSTEM));
+        assert_eq!(r.format, Format::Compressed { codec }, "{codec}: {r:#?}");
+        assert_eq!(r.verdict, Verdict::Unsafe, "{codec}: {r:#?}");
+        assert_eq!(r.globals, ["posix.system"], "{codec}");
+        let r = scan_bytes("state.pkl.gz", &compressed(codec, P2_DICT_OF_INTS));
+        assert_eq!(r.verdict, Verdict::Safe, "{codec}: {r:#?}");
+        assert!(
+            r.summary.starts_with(&format!("{codec}-compressed pickle")),
+            "{}",
+            r.summary
+        );
+    }
+    // Inside a zip entry of any name, and a zip inside gzip.
+    let gz = compressed("gzip", P0_OS_SYSTEM);
+    let r = scan_bytes("bundle.zip", &zip_stored(&[("blob", &gz)]));
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    let r = scan_bytes(
+        "model.pt.gz",
+        &compressed("gzip", &torch_zip(P2_POSIX_SYSTEM)),
+    );
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    // Zip methods 12 (bzip2) and 93 (zstd), as Python's zipfile writes them.
+    for (method, codec) in [(12u16, "bzip2"), (93, "zstd")] {
+        let r = scan_bytes(
+            "a.pt",
+            &zip(&[ZipIn {
+                name: "archive/data.pkl".into(),
+                local_name: "archive/data.pkl".into(),
+                method,
+                data: compressed(codec, P2_POSIX_SYSTEM),
+                size: P2_POSIX_SYSTEM.len(),
+            }]),
+        );
+        assert_eq!(r.globals, ["posix.system"], "{codec}: {r:#?}");
+    }
+    // Corrupt data behind a strong magic number is invalid.
+    let mut bad = compressed("gzip", P2_POSIX_SYSTEM);
+    bad.truncate(12);
+    let r = scan_bytes("x.gz", &bad);
+    assert_eq!(r.verdict, Verdict::Invalid, "{r:#?}");
+}
+
+/// Raw deflate of `pattern` repeated to `len` bytes: one stored block with the pattern, then
+/// fixed-Huffman blocks of back-references (length 258, distance `pattern.len()`), about 140:1.
+fn deflate_repeat(pattern: &[u8], len: usize) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        acc: u64,
+        n: u32,
+    }
+    impl Bits {
+        fn put(&mut self, value: u32, bits: u32) {
+            self.acc |= u64::from(value) << self.n;
+            self.n += bits;
+            while self.n >= 8 {
+                self.out.push(self.acc as u8);
+                self.acc >>= 8;
+                self.n -= 8;
+            }
+        }
+        /// Huffman codes go most significant bit first.
+        fn code(&mut self, code: u32, bits: u32) {
+            let mut rev = 0;
+            for i in 0..bits {
+                rev |= ((code >> i) & 1) << (bits - 1 - i);
+            }
+            self.put(rev, bits);
+        }
+    }
+    let d = pattern.len();
+    assert!((1..=4).contains(&d) || d == 12);
+    let mut b = Bits {
+        out: Vec::new(),
+        acc: 0,
+        n: 0,
+    };
+    // Stored block (not final) with the pattern.
+    b.put(0, 1);
+    b.put(0, 2);
+    b.put(0, 8 - b.n % 8);
+    b.put(d as u32, 16);
+    b.put(!(d as u32) & 0xffff, 16);
+    for &byte in pattern {
+        b.put(u32::from(byte), 8);
+    }
+    // One final fixed-Huffman block of copies.
+    b.put(1, 1);
+    b.put(1, 2);
+    let mut left = len - d;
+    // Distance codes: 1..=4 are codes 0..=3; 12 is code 6 (9..12) with extra 3.
+    let (dcode, dextra, dbits) = if d == 12 {
+        (6, 3, 2)
+    } else {
+        (d as u32 - 1, 0, 0)
+    };
+    while left >= 258 {
+        b.code(0b1100_0101, 8); // symbol 285: length 258
+        b.code(dcode, 5);
+        b.put(dextra, dbits);
+        left -= 258;
+    }
+    for i in 0..left {
+        // Literals for the rest (bytes 0..=143 are the 8-bit codes from 0x30).
+        let byte = pattern[(len - left + i) % d];
+        assert!(byte < 144);
+        b.code(0x30 + u32::from(byte), 8);
+    }
+    b.code(0, 7); // end of block
+    if b.n % 8 != 0 {
+        b.put(0, 8 - b.n % 8);
+    }
+    b.out
+}
+
+#[test]
+fn issue11_zip_bomb_is_refused_fast_and_never_ok() {
+    // The attack: two deflated 256 MiB pickles of `GLOBAL os.system; POP` repeated.
+    let pattern = b"cos\nsystem\n0";
+    let size = 256 * 1024 * 1024;
+    let mut stream = deflate_repeat(pattern, size);
+    // Close the pickle: the directory's size counts what the stream inflates to.
+    let entry = |name: &str, size: usize, data: Vec<u8>| ZipIn {
+        name: name.into(),
+        local_name: name.into(),
+        method: 8,
+        data,
+        size,
+    };
+    stream.shrink_to_fit();
+    let bomb = zip(&[
+        entry("archive/data.pkl", size, stream.clone()),
+        entry("archive/data2.pkl", size, stream.clone()),
+    ]);
+    assert!(bomb.len() < 8 * 1024 * 1024, "{}", bomb.len());
+    let started = std::time::Instant::now();
+    let r = scan_bytes("bomb.pt", &bomb);
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 2.0, "took {took:?}");
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert!(has(&r, Rule::ScanBudget), "{r:#?}");
+
+    // The directory lies (says 1 MiB): inflating stops one byte past it.
+    let started = std::time::Instant::now();
+    let liar = zip(&[entry("archive/data.pkl", 1 << 20, stream)]);
+    let r = scan_bytes("liar.pt", &liar);
+    assert!(started.elapsed().as_secs_f64() < 2.0);
+    assert!(!r.is_clean(), "{r:#?}");
+    assert!(has(&r, Rule::ZipInvalid), "{r:#?}");
+
+    // A gzip bomb: 200 MiB of zeros behind a small file.
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
+    gz.extend_from_slice(&deflate_repeat(b"\x00", 200 * 1024 * 1024));
+    gz.extend_from_slice(&[0; 8]);
+    let started = std::time::Instant::now();
+    let r = scan_bytes("x.pkl.gz", &gz);
+    assert!(
+        started.elapsed().as_secs_f64() < 5.0,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(has(&r, Rule::ScanBudget), "{r:#?}");
+    assert_eq!(r.verdict, Verdict::Unsafe);
+}
+
+#[test]
+fn issue11_imports_are_capped_and_counted() {
+    let mut p = b"\x80\x02".to_vec();
+    for i in 0..3000 {
+        p.extend_from_slice(format!("cmod{i}\nname\n0").as_bytes());
+    }
+    p.extend_from_slice(b"N.");
+    let r = scan_bytes("many.pkl", &p);
+    assert_eq!(r.globals.len(), safety::scan::MAX_IMPORTS);
+    assert_eq!(r.globals_omitted, 3000 - safety::scan::MAX_IMPORTS as u64);
+    assert_eq!(r.verdict, Verdict::Unsafe);
+}
+
+#[test]
+fn issue11_formats_not_read_are_uninspectable_not_clean() {
+    let mut tar = vec![0u8; 512];
+    tar[..8].copy_from_slice(b"pkl.pkl\0");
+    tar[257..263].copy_from_slice(b"ustar\0");
+    for (name, bytes) in [
+        ("tf_model.h5", b"\x89HDF\r\n\x1a\n\0\0\0\0".to_vec()),
+        ("model.7z", b"7z\xbc\xaf\x27\x1c\0\x04".to_vec()),
+        ("model.rar", b"Rar!\x1a\x07\x01\x00".to_vec()),
+        ("model.tar", tar),
+        ("saved_model.pb", b"\x08\x01\x12\x05hello".to_vec()),
+        (
+            "model.keras",
+            zip_stored(&[
+                ("metadata.json", b"{\"keras_version\": \"3.3.3\"}"),
+                ("config.json", b"{}"),
+                ("model.weights.h5", b"\x89HDF\r\n\x1a\n\0\0\0\0"),
+            ]),
+        ),
+    ] {
+        let r = scan_bytes(name, &bytes);
+        assert_eq!(r.verdict, Verdict::Uninspectable, "{name}: {r:#?}");
+        assert!(!r.is_clean(), "{name}");
+        assert!(has(&r, Rule::Uninspectable), "{name}: {r:#?}");
+    }
+}
+
+const EVIL_TEMPLATE: &str =
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}{% for m in messages %}{{ m['content'] }}{% endfor %}";
+const GOOD_TEMPLATE: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+
+#[test]
+fn issue11_chat_templates_outside_gguf_are_checked() {
+    let config = serde_json::json!({ "model_max_length": 2048, "chat_template": EVIL_TEMPLATE });
+    let r = scan_bytes("tokenizer_config.json", config.to_string().as_bytes());
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert!(has(&r, Rule::ChatTemplate), "{r:#?}");
+    let list = serde_json::json!({ "chat_template": [
+        { "name": "default", "template": GOOD_TEMPLATE },
+        { "name": "tool_use", "template": "{{ ''['_'*2 ~ 'class' ~ '_'*2] }}" },
+    ]});
+    let r = scan_bytes("tokenizer_config.json", list.to_string().as_bytes());
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    assert!(
+        r.findings.iter().any(|f| f.message.contains("tool_use")),
+        "{r:#?}"
+    );
+    let r = scan_bytes("chat_template.jinja", EVIL_TEMPLATE.as_bytes());
+    assert_eq!(r.verdict, Verdict::Unsafe, "{r:#?}");
+    // Ordinary templates stay clean.
+    let good = serde_json::json!({ "chat_template": GOOD_TEMPLATE });
+    let r = scan_bytes("tokenizer_config.json", good.to_string().as_bytes());
+    assert_eq!(r.verdict, Verdict::Unknown, "{r:#?}");
+    let r = scan_bytes("chat_template.jinja", GOOD_TEMPLATE.as_bytes());
+    assert_eq!(r.verdict, Verdict::Unknown, "{r:#?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn issue11_hub_cache_content_is_reported_once_with_its_aliases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("models--org--name");
+    let blob = repo.join("blobs/0123abcd");
+    std::fs::create_dir_all(blob.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&blob, st(ST_GOOD, 16)).expect("write");
+    let snap = repo.join("snapshots/rev1");
+    std::fs::create_dir_all(&snap).expect("mkdir");
+    std::os::unix::fs::symlink("../../blobs/0123abcd", snap.join("model.safetensors"))
+        .expect("symlink");
+    let reports = scan_path(dir.path()).expect("scan");
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let r = &reports[0];
+    assert!(
+        r.path.ends_with("snapshots/rev1/model.safetensors"),
+        "{}",
+        r.path
+    );
+    assert_eq!(r.aliases.len(), 1);
+    assert!(r.aliases[0].ends_with("blobs/0123abcd"), "{:?}", r.aliases);
+    assert_eq!(r.verdict, Verdict::Safe);
 }

@@ -2,8 +2,11 @@
 //!
 //! The work (formats, the pickle walk, verdicts, SARIF) is `safety::scan`; its module doc is the
 //! spec. This file only gathers the reports of every PATH, prints them and picks the exit code:
-//! 0 when every file is clean (`safe`, or `unknown`: not a model format), 1 when one is `unsafe`
-//! or `invalid`, 2 for a usage or input error (a missing or unreadable path).
+//! 0 when every file is clean (`safe`, or `unknown`: not a model format), 1 when one is `unsafe`,
+//! `invalid` or `uninspectable` (a format the scanner does not read, such as Keras HDF5, a TF
+//! SavedModel or a 7z archive: not known to be clean), 2 for a usage or input error (a missing
+//! or unreadable path). Content reached by several paths (a hub cache's snapshot links and
+//! blobs) is reported once, its other paths listed under it.
 //!
 //! Human output, one line per file, then a count:
 //!
@@ -11,7 +14,7 @@
 //! UNSAFE models/evil/pytorch_model.bin: archive/data.pkl: pickle imports posix.system, which can run commands or code when unpickled
 //! ok models/llama/model.safetensors: safetensors, 12 tensors
 //! unknown models/llama/config.json: not a model weight format (text)
-//! 3 files: 1 ok, 1 unsafe, 0 invalid, 1 not a model format
+//! 3 files: 1 ok, 1 unsafe, 0 invalid, 0 uninspectable, 1 not a model format
 //! ```
 //!
 //! `--json` prints one object; `files` holds one `safety::scan::FileReport` per file (a full
@@ -20,7 +23,7 @@
 //! ```json
 //! {
 //!   "status": "failed",
-//!   "counts": { "files": 3, "safe": 1, "unsafe": 1, "invalid": 0, "unknown": 1 },
+//!   "counts": { "files": 3, "safe": 1, "unsafe": 1, "invalid": 0, "uninspectable": 0, "unknown": 1 },
 //!   "files": [
 //!     {
 //!       "path": "models/evil/pytorch_model.bin",
@@ -52,10 +55,11 @@ pub fn run(args: &ScanArgs) -> Result<Report, CliError> {
         reports.extend(scan_path(path).map_err(CliError::input)?);
     }
     let count = |v: Verdict| reports.iter().filter(|r| r.verdict == v).count();
-    let (safe, unsafe_, invalid, unknown) = (
+    let (safe, unsafe_, invalid, uninspectable, unknown) = (
         count(Verdict::Safe),
         count(Verdict::Unsafe),
         count(Verdict::Invalid),
+        count(Verdict::Uninspectable),
         count(Verdict::Unknown),
     );
     let exit = if reports.iter().all(FileReport::is_clean) {
@@ -72,11 +76,17 @@ pub fn run(args: &ScanArgs) -> Result<Report, CliError> {
         for report in &reports {
             text.push_str(&report.human_line());
             text.push('\n');
+            if !report.aliases.is_empty() {
+                text.push_str(&format!(
+                    "  same content as: {}\n",
+                    report.aliases.join(", ")
+                ));
+            }
         }
         let files = if reports.len() == 1 { "file" } else { "files" };
         text.push_str(&format!(
-            "{} {files}: {safe} ok, {unsafe_} unsafe, {invalid} invalid, {unknown} not a model \
-             format\n",
+            "{} {files}: {safe} ok, {unsafe_} unsafe, {invalid} invalid, {uninspectable} \
+             uninspectable, {unknown} not a model format\n",
             reports.len()
         ));
         text
@@ -88,6 +98,7 @@ pub fn run(args: &ScanArgs) -> Result<Report, CliError> {
             "safe": safe,
             "unsafe": unsafe_,
             "invalid": invalid,
+            "uninspectable": uninspectable,
             "unknown": unknown,
         },
         "files": reports,
