@@ -56,8 +56,11 @@ fn cryptography_loads_our_keys_and_agrees_on_keyids() {
             );
             let python_sig = hex::decode(out.field("python-sig").expect("python-sig line"))
                 .expect("python-sig is hex");
+            // OpenSSL (under cryptography) writes the high-S form of an ECDSA signature about
+            // half the time. Attestations refuse that form (issue 11: one attestation, two
+            // files); the key itself must still check OpenSSL's signature either way.
             assert!(
-                public.verify(&message, &python_sig),
+                public.verify_allowing_high_s(&message, &python_sig),
                 "{case}: we must verify cryptography's signature made with our private key"
             );
             // Our own loaders agree with what we wrote.
