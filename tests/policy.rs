@@ -830,3 +830,32 @@ fn issue11_revoking_an_attestation_is_refused_with_what_to_pass() {
     )
     .expect_code(FAILED, "revoked through its product");
 }
+
+/// Issue 11 (found by the quickstart after approval files became key-checked): a gate for one
+/// environment does not need the approver keys of another environment to be readable, but the
+/// selected environment's keys must be.
+#[test]
+fn issue11_other_environments_missing_approver_keys_do_not_break_the_gate() {
+    let (ws, _) = scenario();
+    let policy = write_policy(
+        &ws,
+        "envs.toml",
+        "[signers]\nkeys = [\"../keys/signer.pub\"]\n\
+         [environments.prod]\napprovers = [\"../keys/approver.pub\"]\n\
+         [environments.staging]\napprovers = [\"../keys/nobody.pub\"]\n",
+    );
+    approve(&ws, "approver", &policy, &[]).expect_code(OK, "approve for prod");
+    verify(
+        &ws,
+        "out1/provenance.intoto.json",
+        &["--policy", &policy, "--env", "prod", "--model-dir", "out1"],
+    )
+    .expect_code(OK, "prod gate with a staging key missing");
+    let run = verify(
+        &ws,
+        "out1/provenance.intoto.json",
+        &["--policy", &policy, "--env", "staging"],
+    )
+    .expect_code(INPUT, "staging gate with its own key missing");
+    assert!(run.stderr.contains("nobody.pub"), "{}", run.stderr);
+}

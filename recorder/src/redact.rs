@@ -22,6 +22,7 @@
 //!    original bytes are only stored, never shown (see `crate::record`).
 //! 5. **Home directory**: [`home_relative`] writes paths under `$HOME` as `~/…` in what is
 //!    recorded; [`expand_home_dir`] turns them back on replay.
+//!
 //! Stored command output goes through [`redact_log_text`]: the values of secret-named
 //! environment variables ([`secret_env_values`]) and of secret command-line arguments
 //! ([`secret_argv_values`]) are replaced wherever they appear, then [`redact_text`] applies.

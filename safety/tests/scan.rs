@@ -1742,7 +1742,7 @@ fn deflate_repeat(pattern: &[u8], len: usize) -> Vec<u8> {
         b.code(0x30 + u32::from(byte), 8);
     }
     b.code(0, 7); // end of block
-    if b.n % 8 != 0 {
+    if !b.n.is_multiple_of(8) {
         b.put(0, 8 - b.n % 8);
     }
     b.out
