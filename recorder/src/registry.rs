@@ -408,8 +408,7 @@ impl Registry {
         };
         let mut conn = Connection::open(&db_path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
+        enable_wal(&conn).map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -870,6 +869,25 @@ fn insert_manifest(
         stmt.execute(params![snapshot, path, *size as i64, digest])?;
     }
     Ok(())
+}
+
+/// Switches the database to WAL mode (persistent, so only the first opener changes it). Changing
+/// the mode needs an exclusive lock, and SQLite answers `SQLITE_BUSY` at once, without the busy
+/// handler, when another connection holds a shared lock meanwhile (several `trainprov run`s
+/// opening a new registry together): retried for up to the busy timeout.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), RegistryError> {

@@ -45,7 +45,8 @@
 //! l\t<size>\t<blake3>\t<path>\t<target>\n     one line per symlink to a regular file
 //! ```
 //!
-//! - the first line is exactly `trainprov-snapshot v2`;
+//! - the first line is exactly `trainprov-snapshot v2` (a tree without symlinks is written as
+//!   version 1, see below);
 //! - `\t` is one tab (0x09); `f` and `l` are the lowercase letters;
 //! - `<size>` is the size in bytes in ASCII decimal, no sign, no leading zeros (`0` for empty);
 //! - `<blake3>` is the 32-byte BLAKE3 digest as 64 lowercase hex digits of the content: the
@@ -72,7 +73,12 @@
 //! `7a7afa1e260175303bd236bb23aafa3192a6a82322007bd1eb168ae7db09013c`; `b3sum` and `sha256sum`
 //! of the file `trainprov snapshot --manifest FILE` writes give the same (test `known_answer`).
 //!
-//! # Version 1 (read, never written)
+//! # Version 1
+//!
+//! A tree without symlinks is written as version 1: its lines are the same in both versions,
+//! so its snapshot digest is the one older trainprov releases recorded and policies pinned
+//! (an `allowed_base_models` or `forbidden_datasets` digest taken before version 2 still
+//! matches). Version 2 is written exactly when an entry is a symlink.
 //!
 //! Manifests written before the change (header `trainprov-snapshot v1`) are still read, and
 //! re-serialise to the same bytes, so the digests recorded in old attestations still match
@@ -81,7 +87,7 @@
 //! the BLAKE3 of those bytes, and links to directories were not followed. Such an entry reads
 //! as [`EntryKind::Symlink`]; it says nothing about the bytes behind the link, so `verify
 //! --inputs` of a v1 run over a symlinked input reports the input changed (a fresh snapshot is
-//! always version 2): record the run again to pin its content.
+//! version 2 where it has links): record the run again to pin its content.
 //!
 //! # Consistency
 //!
@@ -145,6 +151,19 @@ pub enum ManifestVersion {
 }
 
 impl ManifestVersion {
+    /// The version a snapshot of `entries` is written in: version 2 only when some entry is a
+    /// symlink (recorded by content, with its link text), otherwise version 1, whose lines are
+    /// byte for byte those of version 2 for such a tree. So a tree without symlinks keeps the
+    /// snapshot digest it had before version 2 existed, and digests pinned in policies or
+    /// recorded in older attestations still match it.
+    pub fn written_for(entries: &[SnapshotEntry]) -> ManifestVersion {
+        if entries.iter().any(|e| e.link.is_some()) {
+            ManifestVersion::V2
+        } else {
+            ManifestVersion::V1
+        }
+    }
+
     /// The manifest's first line, without its newline.
     pub fn header(self) -> &'static str {
         match self {
@@ -227,8 +246,9 @@ pub struct SnapshotStats {
 /// A snapshot of a tree: its sorted entries, from which the manifest and digest follow.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DataSnapshot {
-    /// The manifest format: [`ManifestVersion::V2`] for every snapshot taken now, `V1` for an
-    /// old manifest read back.
+    /// The manifest format: for a snapshot taken now, [`ManifestVersion::V2`] when an entry is a
+    /// symlink and `V1` otherwise ([`ManifestVersion::written_for`]); for a manifest read back,
+    /// what it says.
     pub version: ManifestVersion,
     /// The directory the entries are relative to (for [`snapshot_file`]: the file's directory).
     pub root: PathBuf,
@@ -1213,7 +1233,7 @@ fn build(
         seconds: began.started.elapsed().as_secs_f64(),
     };
     Ok(DataSnapshot {
-        version: ManifestVersion::V2,
+        version: ManifestVersion::written_for(&entries),
         root,
         entries,
         stats,
@@ -1354,7 +1374,7 @@ mod tests {
         );
         let empty = tempfile::tempdir().expect("tempdir");
         let snap = snapshot(empty.path(), &no_cache()).expect("empty");
-        assert_eq!(snap.manifest_bytes(), b"trainprov-snapshot v2\n");
+        assert_eq!(snap.manifest_bytes(), b"trainprov-snapshot v1\n");
     }
 
     /// The manifest of a fixed tree, byte for byte. Independent checks of the digests:
@@ -1385,6 +1405,34 @@ mod tests {
     const KNOWN_HELLO: &str = "8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99";
     const KNOWN_DIGEST: &str = "58bba6314383fee5e1b616bc4461d213c2beb813538f3121537fcc3e1c37c0da";
     const KNOWN_SHA256: &str = "7a7afa1e260175303bd236bb23aafa3192a6a82322007bd1eb168ae7db09013c";
+
+    /// A tree without symlinks is written as version 1, byte for byte what trainprov wrote
+    /// before version 2, so digests pinned or recorded then still match it.
+    #[test]
+    fn issue11_link_free_trees_keep_their_version_1_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+        fs::write(dir.path().join("data/a.txt"), "hello\n").expect("write");
+        let snap = snapshot(dir.path(), &no_cache()).expect("snapshot");
+        let expected = format!("trainprov-snapshot v1\nf\t6\t{KNOWN_HELLO}\tdata/a.txt\n");
+        assert_eq!(snap.version, ManifestVersion::V1);
+        assert_eq!(
+            String::from_utf8(snap.manifest_bytes()).expect("utf8"),
+            expected
+        );
+        assert_eq!(
+            snap.digest(),
+            blake3::hash(expected.as_bytes()).to_hex().as_str()
+        );
+        let parsed =
+            DataSnapshot::from_manifest_bytes(dir.path().to_path_buf(), expected.as_bytes())
+                .expect("parse");
+        assert_eq!(parsed.entries, snap.entries);
+        // One link makes it version 2.
+        std::os::unix::fs::symlink("data/a.txt", dir.path().join("latest")).expect("symlink");
+        let linked = snapshot(dir.path(), &no_cache()).expect("snapshot");
+        assert_eq!(linked.version, ManifestVersion::V2);
+    }
 
     /// A version 1 manifest (written before symlinks were pinned by content) still parses and
     /// re-serialises to its own bytes, so its recorded digest still matches: the v1 example of
