@@ -13,6 +13,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-${TRAINPROV_TORCH_VENV:-$root/.venv-torch}}"
 requirements="transformers==4.38.2 accelerate==0.28.0 peft==0.10.0"
+# Debian's torch calls itself 1.13.0a0, which pip ranks below peft's "torch>=1.13.0": peft is
+# installed without dependencies (its others come with transformers and accelerate), or pip would
+# download a multi-GiB CUDA torch from PyPI over the Debian one.
+with_deps="transformers==4.38.2 accelerate==0.28.0"
+no_deps="peft==0.10.0"
 stamp="$venv/.trainprov-requirements"
 mkdir -p "$(dirname "$venv")"
 exec 9>"$venv.lock"
@@ -38,6 +43,9 @@ fi
 echo "torch-venv.sh: creating $venv with Debian's torch and: $requirements" >&2
 rm -rf "$venv"
 "$python" -m venv --system-site-packages "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check $requirements >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check $with_deps >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps $no_deps >&2
+"$venv/bin/python" -c 'import torch, transformers, peft; assert torch.__version__.startswith("1.13"), torch.__file__' >&2 \
+  || { echo "torch-venv.sh: the venv does not use Debian's torch 1.13" >&2; exit 2; }
 echo "$requirements" > "$stamp"
 echo "$venv/bin/python"
