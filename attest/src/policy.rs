@@ -39,7 +39,10 @@
 //! Digests are `sha256:<64 hex>`, `blake3:<64 hex>` or bare 64 hex digits (compared with
 //! either algorithm). A snapshot digest is what `trainprov snapshot DIR` prints (`blake3`, the
 //! snapshot digest, and `sha256`, of its manifest); the same pair is the `digest` of the input's
-//! entry in `resolvedDependencies`. Snapshot manifests record one BLAKE3 per file, so
+//! entry in `resolvedDependencies`. An input recorded through symlinks (a Hugging Face hub cache)
+//! also matches by its `contentDigest` annotation, the digest of a flat copy of the same files,
+//! so a base model pinned from `trainprov snapshot` of a saved copy still matches its hub-cache
+//! snapshot. Snapshot manifests record one BLAKE3 per file, so
 //! `forbidden_files` takes `blake3:` or bare digests (`b3sum FILE`), never `sha256:`.
 //!
 //! ```
@@ -484,12 +487,7 @@ impl Policy {
         let inputs = input_dependencies(&statement.predicate);
         self.check_base_models(&inputs, out);
         for input in &inputs {
-            if let Some(d) = self
-                .inputs
-                .forbidden_datasets
-                .iter()
-                .find(|d| d.matches(&input.digest))
-            {
+            if let Some(d) = self.inputs.forbidden_datasets.iter().find(|d| input.is(d)) {
                 out.push(Violation::new(
                     "forbidden_dataset",
                     format!("no input {d}"),
@@ -518,7 +516,7 @@ impl Policy {
             ));
         }
         for base in bases {
-            if !allowed.iter().any(|d| d.matches(&base.digest)) {
+            if !allowed.iter().any(|d| base.is(d)) {
                 out.push(Violation::new(
                     "base_model",
                     one_of(allowed),
@@ -740,6 +738,16 @@ pub struct InputDependency {
     pub digest: DigestSet,
     /// BLAKE3 of the manifest in the recording registry's object store.
     pub manifest_object: Option<String>,
+    /// The `contentDigest` annotation: the snapshot digest of the same files without symlinks
+    /// (a hub-cache snapshot is then the same model as a flat copy).
+    pub content_digest: Option<DigestSet>,
+}
+
+impl InputDependency {
+    /// Whether `d` names this snapshot: its digest or its content digest.
+    fn is(&self, d: &DigestRef) -> bool {
+        d.matches(&self.digest) || self.content_digest.as_ref().is_some_and(|c| d.matches(c))
+    }
 }
 
 /// The input snapshots of a SLSA Provenance predicate (dependencies with a `role` annotation).
@@ -754,6 +762,8 @@ pub fn input_dependencies(predicate: &Value) -> Vec<InputDependency> {
                 manifest_object: d["annotations"]["manifestObject"]
                     .as_str()
                     .map(str::to_string),
+                content_digest: serde_json::from_value(d["annotations"]["contentDigest"].clone())
+                    .ok(),
             })
         })
         .collect()

@@ -21,6 +21,7 @@ pub mod file_digest;
 pub mod git;
 pub mod gpu;
 pub mod hash_cache;
+pub mod hub_cache;
 pub mod lineage;
 pub mod model_tree;
 pub mod objects;

@@ -9,13 +9,28 @@
 //! | `buildDefinition.buildType` | [`RUN_BUILD_TYPE`] for wrapped commands |
 //! | `externalParameters` | `argv` (redacted), `cwd`, `out`, `params`, `configs` (digest; a redacted view when small), input names by role |
 //! | `internalParameters` | thread and determinism variables, ISA level, device |
-//! | `resolvedDependencies` | code (`gitCommit` + remote), the uncommitted patch, each `--data`/`--base`/`--adapter` snapshot (BLAKE3 snapshot digest + SHA-256 of its manifest), configs, lock files |
+//! | `resolvedDependencies` | code (`gitCommit` + remote), the uncommitted patch, each `--data`/`--base`/`--adapter` snapshot (BLAKE3 snapshot digest + SHA-256 of its manifest; annotations below), configs, lock files |
 //! | `runDetails.builder` | [`BUILDER_ID`] and versions |
 //! | `runDetails.metadata` | run id, start and end times (RFC 3339 UTC) |
 //! | `runDetails.byproducts` | stdout/stderr logs, environment record, `pip freeze`, `run-result.json` (exit code, wall time, peak RSS) |
 //!
 //! Every stored part carries an `object` annotation: its BLAKE3 digest in the registry's object
 //! store, from which `retrain` restores it.
+//!
+//! ## Input annotations
+//!
+//! Each input's `resolvedDependencies` entry (name `ROLE:PATH-AS-GIVEN`, `uri` `file://ABSOLUTE`)
+//! carries the annotations `role`, `files`, `bytes` and `manifestObject`, and when they apply:
+//!
+//! - `contentDigest`: `{"blake3": …, "sha256": …}`, when the snapshot holds symlinks (a Hugging
+//!   Face hub cache): the snapshot digest of the same files laid out without links
+//!   ([`crate::snapshot::DataSnapshot::content_digest_set`]), so a digest taken of a flat copy
+//!   (`trainprov snapshot`) still identifies it; `verify --policy` matches `allowed_base_models`
+//!   and `forbidden_datasets` against it too;
+//! - `hf`: `{"repoType", "repoId", "revision", "refs", "subfolder"?}`, what a hub-cache path
+//!   names ([`crate::hub_cache`]; the path's word, the digest pins the content);
+//! - `weights`: `{"format": "safetensors", "layout": "single"|"sharded", "files": N, "dtypes":
+//!   ["bf16"]}` ([`ModelWeights`]), for the base model of `trainprov train`.
 //!
 //! ## Configs: recorded by digest, shown redacted
 //!
@@ -60,6 +75,7 @@ use serde_json::{json, Value};
 use attest::statement::digest_set_of;
 
 use crate::git::CodeState;
+use crate::hub_cache::HubRef;
 use crate::redact::{home_dirs, home_relative, redact_config, RedactedConfig};
 
 /// buildType of wrapped runs (`trainprov run -- CMD`).
@@ -120,6 +136,31 @@ pub struct RecordedInput {
     pub files: usize,
     /// Bytes in the snapshot.
     pub bytes: u64,
+    /// The content digest when the snapshot holds symlinks
+    /// ([`crate::snapshot::DataSnapshot::content_digest_set`]): the snapshot digest of the same
+    /// files laid out without links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<DigestSet>,
+    /// The Hugging Face repository and revision the path names ([`crate::hub_cache`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubRef>,
+    /// What the trainer found in a model input's weight files (set by `trainprov train`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<ModelWeights>,
+}
+
+/// How a model input's weights are stored, as the trainer found them before training.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelWeights {
+    /// `"safetensors"` (the only format read).
+    pub format: String,
+    /// `"single"` (`model.safetensors`) or `"sharded"` (`model.safetensors.index.json`).
+    pub layout: String,
+    /// Number of weight files.
+    pub files: usize,
+    /// The dtypes stored, lower-case (`"bf16"`, `"f16"`, `"f32"`), sorted, each once. The
+    /// built-in trainer computes in `f32` whatever is stored (`internalParameters.trainer.dtype`).
+    pub dtypes: Vec<String>,
 }
 
 /// A single recorded file: config, lock file, product, log.
@@ -330,6 +371,16 @@ impl RunRecord {
             rd.annotations.insert("bytes".into(), json!(input.bytes));
             rd.annotations
                 .insert("manifestObject".into(), json!(input.manifest_object));
+            if let Some(content) = &input.content_digest {
+                rd.annotations
+                    .insert("contentDigest".into(), json!(content));
+            }
+            if let Some(hub) = &input.hub {
+                rd.annotations.insert("hf".into(), json!(hub));
+            }
+            if let Some(weights) = &input.weights {
+                rd.annotations.insert("weights".into(), json!(weights));
+            }
             deps.push(rd);
         }
         deps.extend(self.configs.iter().map(|c| {

@@ -34,8 +34,8 @@ use crate::model_tree::{walk, TreeOptions};
 use crate::objects::ObjectStore;
 use crate::process::{run_teed_with_env, ChildOutcome, Screen};
 use crate::record::{
-    CodeRecord, InputRole, RecordedFile, RecordedInput, RunRecord, RunResult, ATTESTATION_FILE,
-    MAX_INLINE_CONFIG,
+    CodeRecord, InputRole, ModelWeights, RecordedFile, RecordedInput, RunRecord, RunResult,
+    ATTESTATION_FILE, MAX_INLINE_CONFIG,
 };
 use crate::redact::redact_argv;
 use crate::registry::{
@@ -238,6 +238,13 @@ impl Prepared {
     pub fn id(&self) -> &str {
         &self.record.id
     }
+
+    /// Records how the weights of the (first) input of `role` are stored.
+    pub fn set_weights(&mut self, role: InputRole, weights: ModelWeights) {
+        if let Some(input) = self.record.inputs.iter_mut().find(|i| i.role == role) {
+            input.weights = Some(weights);
+        }
+    }
 }
 
 /// A run whose command has ended.
@@ -418,6 +425,9 @@ pub fn prepare(spec: &RunSpec, registry: &mut Registry) -> Result<Prepared, RunE
             manifest_object: manifest_object.clone(),
             files: snap.entries.len(),
             bytes: snap.entries.iter().map(|e| e.size).sum(),
+            content_digest: snap.content_digest_set(),
+            hub: crate::hub_cache::HubRef::from_path(path),
+            weights: None,
         };
         links.push(ArtifactLink {
             kind: role.artifact_kind().into(),

@@ -430,6 +430,46 @@ impl DataSnapshot {
         set
     }
 
+    /// The manifest a copy of this tree without symlinks would have: every symlink to a file
+    /// written as the regular file it resolves to (`f` line, no link text), in version 1.
+    /// `None` when the tree has no symlink to a file (the manifest is already that one) or when
+    /// it holds a version 1 link entry (whose content is unknown).
+    pub fn content_manifest_bytes(&self) -> Option<Vec<u8>> {
+        if !self.entries.iter().any(|e| e.link.is_some())
+            || self
+                .entries
+                .iter()
+                .any(|e| matches!(e.kind, EntryKind::Symlink { .. }))
+        {
+            return None;
+        }
+        let flat = DataSnapshot {
+            entries: self
+                .entries
+                .iter()
+                .map(|e| SnapshotEntry {
+                    link: None,
+                    ..e.clone()
+                })
+                .collect(),
+            version: ManifestVersion::V1,
+            ..self.clone()
+        };
+        Some(flat.manifest_bytes())
+    }
+
+    /// The content digest: [`Self::digest_set`] of [`Self::content_manifest_bytes`], equal to
+    /// the snapshot digest of a copy of the tree with its links replaced by their files (a hub
+    /// cache snapshot and the same model saved flat). `None` as for
+    /// [`Self::content_manifest_bytes`].
+    pub fn content_digest_set(&self) -> Option<DigestSet> {
+        let bytes = self.content_manifest_bytes()?;
+        let mut set = DigestSet::new();
+        set.insert("blake3".into(), blake3::hash(&bytes).to_hex().to_string());
+        set.insert("sha256".into(), hex::encode(Sha256::digest(&bytes)));
+        Some(set)
+    }
+
     /// Parses a manifest (version 2, or version 1), accepting only its canonical form; `stats`
     /// are zero except `files` and `bytes`.
     pub fn from_manifest_bytes(root: PathBuf, bytes: &[u8]) -> Result<DataSnapshot, SnapshotError> {

@@ -8,11 +8,11 @@ use std::time::Instant;
 use anyhow::anyhow;
 use recorder::paths::registry_dir;
 use recorder::process::{ChildOutcome, Screen};
-use recorder::record::InputRole;
+use recorder::record::{InputRole, ModelWeights};
 use recorder::registry::Registry;
 use recorder::runner::{complete, finalize, mark_failed, prepare, record_file, Finished, RunSpec};
 use serde_json::json;
-use trainer::config::{resolve_path, TrainConfig, DEFAULT_TOML};
+use trainer::config::{resolve_path, Init, TrainConfig, DEFAULT_TOML};
 use trainer::{StepReport, TrainOutcome};
 
 use crate::cli::TrainArgs;
@@ -131,6 +131,9 @@ pub fn train_and_record(
     registry: &mut Registry,
 ) -> Result<Trained, CliError> {
     let config = job.config;
+    // Before anything is recorded, scanned or checked: a base this trainer cannot train must
+    // leave no run behind.
+    let base = check_base(config, job.config_dir)?;
     let out = resolve_path(job.config_dir, &config.output.dir);
     let spec = RunSpec {
         argv: job.argv.clone(),
@@ -151,7 +154,18 @@ pub fn train_and_record(
     };
     let scan = crate::commands::inputs::scan_model_inputs(&spec.inputs, job.allow_unsafe_inputs)?;
     let data_check = crate::commands::inputs::check_data_inputs(&spec.inputs, job.skip_data_check);
-    let prepared = prepare(&spec, registry).or_input()?;
+    let mut prepared = prepare(&spec, registry).or_input()?;
+    if let Some(weights) = &base.weights {
+        prepared.set_weights(
+            InputRole::Base,
+            ModelWeights {
+                format: "safetensors".into(),
+                layout: weights.layout().into(),
+                files: weights.files().len(),
+                dtypes: base.dtypes.iter().map(|d| d.as_str().to_string()).collect(),
+            },
+        );
+    }
     let id = prepared.id().to_string();
     eprintln!(
         "trainprov: run {id} training into {} (recorded in {})",
@@ -180,6 +194,27 @@ pub fn train_and_record(
         outcome: trained,
         attestation,
     })
+}
+
+/// Checks the base model directory (config, architecture, weights, tokenizer; see
+/// `trainer::checkpoint`) and that `train.seq_len` fits it.
+fn check_base(
+    config: &TrainConfig,
+    config_dir: &Path,
+) -> Result<trainer::checkpoint::Checkpoint, CliError> {
+    let dir = resolve_path(config_dir, &config.model.base);
+    let with_weights = config.model.init == Init::Pretrained;
+    let base = trainer::checkpoint::inspect(&dir, with_weights)
+        .map_err(|e| CliError::input(anyhow!("{e}")))?;
+    let max_pos = base.config.max_position_embeddings;
+    if config.train.seq_len > max_pos {
+        return Err(CliError::input(anyhow!(
+            "train.seq_len = {} exceeds max_position_embeddings = {max_pos} in {}",
+            config.train.seq_len,
+            shown(&dir.join("config.json"))
+        )));
+    }
+    Ok(base)
 }
 
 fn apply_overrides(

@@ -750,8 +750,17 @@ fn check_inputs(
             let rehash = hashing == InputsHashing::Rehashed;
             let now =
                 recorder::runner::snapshot_input(&path, &registry, rehash, false).or_input()?;
+            let content: Option<attest::statement::DigestSet> =
+                serde_json::from_value(dep["annotations"]["contentDigest"].clone()).ok();
             if now.digest() == recorded {
-                None
+                // The content digest a policy may match is a function of the manifest: it must
+                // be the one this snapshot gives.
+                match content {
+                    Some(c) if Some(&c) != now.content_digest_set().as_ref() => Some(
+                        "the recorded contentDigest is not that of the recorded snapshot".into(),
+                    ),
+                    _ => None,
+                }
             } else {
                 Some(describe_input_change(&registry, dep, &path, &now))
             }

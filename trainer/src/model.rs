@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
+use crate::checkpoint::{self, WeightFiles};
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::TrainerError;
 use crate::lora::{LoraLinear, LoraSpec};
@@ -206,105 +207,48 @@ pub fn random_weights(
     Ok(out)
 }
 
-/// The checkpoint's tensors and, for each, the file it came from.
+/// The checkpoint's tensors and, for each, the file it came from. The layout rules (single
+/// file or sharded index, pickle refusal, index and shards agreeing) are those of
+/// [`crate::checkpoint`].
 fn read_weights(model_dir: &Path, device: &Device) -> Result<Source, TrainerError> {
-    let single = model_dir.join(WEIGHTS_FILE);
-    let index = model_dir.join(WEIGHTS_INDEX_FILE);
-    if single.is_file() {
-        safe_load::refuse_pickle(&single)?;
-        let tensors = safe_load::load_safetensors(&single, device)?;
-        return Ok(Source {
-            tensors,
-            file_of: BTreeMap::new(),
-            default_file: single,
-        });
-    }
-    if index.is_file() {
-        let text = fs_err::read_to_string(&index)?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| TrainerError::ModelConfig {
-                file: index.clone(),
-                message: format!("not valid JSON: {e}"),
-            })?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| TrainerError::ModelConfig {
-                file: index.clone(),
-                message: "no \"weight_map\" object".into(),
-            })?;
-        let mut by_shard: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, shard) in map {
-            let shard = shard.as_str().ok_or_else(|| TrainerError::ModelConfig {
-                file: index.clone(),
-                message: format!("weight_map[\"{name}\"] is not a file name"),
-            })?;
-            let plain =
-                !shard.is_empty() && !shard.contains(['/', '\\']) && shard != "." && shard != "..";
-            if !plain {
-                return Err(TrainerError::ModelConfig {
-                    file: index.clone(),
-                    message: format!(
-                        "weight_map[\"{name}\"] = \"{shard}\" is not a plain file name in the \
-                         model directory; refusing to read outside it"
-                    ),
-                });
-            }
-            by_shard
-                .entry(shard.to_string())
-                .or_default()
-                .push(name.clone());
+    match checkpoint::weight_files(model_dir)? {
+        WeightFiles::Single { file } => {
+            safe_load::refuse_pickle(&file)?;
+            let tensors = safe_load::load_safetensors(&file, device)?;
+            Ok(Source {
+                tensors,
+                file_of: BTreeMap::new(),
+                default_file: file,
+            })
         }
-        let mut tensors = BTreeMap::new();
-        let mut file_of = BTreeMap::new();
-        for (shard, names) in by_shard {
-            let path = model_dir.join(&shard);
-            safe_load::refuse_pickle(&path)?;
-            let mut loaded = safe_load::load_safetensors(&path, device)?;
-            for name in names {
-                // A name the index promises but the shard lacks is reported by `take` with
-                // the shard's path.
-                if let Some(t) = loaded.remove(&name) {
-                    tensors.insert(name.clone(), t);
+        WeightFiles::Sharded { index, shards } => {
+            let mut loaded = BTreeMap::new();
+            for path in shards.keys() {
+                safe_load::refuse_pickle(path)?;
+                loaded.insert(path.clone(), safe_load::load_safetensors(path, device)?);
+            }
+            checkpoint::check_shards(
+                &index,
+                &shards,
+                loaded.iter().map(|(path, tensors)| {
+                    (path.as_path(), tensors.keys().map(String::as_str).collect())
+                }),
+            )?;
+            let mut tensors = BTreeMap::new();
+            let mut file_of = BTreeMap::new();
+            for (path, shard_tensors) in loaded {
+                for (name, t) in shard_tensors {
+                    file_of.insert(name.clone(), path.clone());
+                    tensors.insert(name, t);
                 }
-                file_of.insert(name, path.clone());
             }
-        }
-        return Ok(Source {
-            tensors,
-            file_of,
-            default_file: index,
-        });
-    }
-    // Say why a directory with only pickle weights is refused.
-    for name in [
-        "pytorch_model.bin",
-        "model.bin",
-        "model.pt",
-        "model.pth",
-        "pytorch_model.bin.index.json",
-    ] {
-        let p = model_dir.join(name);
-        if p.is_file() {
-            let pickle = if name.ends_with(".json") {
-                model_dir.join("pytorch_model-00001-of-00002.bin")
-            } else {
-                p.clone()
-            };
-            safe_load::refuse_pickle(&pickle)?;
-            return Err(TrainerError::ModelConfig {
-                file: p,
-                message: "pickle checkpoints are not loaded; convert to model.safetensors".into(),
-            });
+            Ok(Source {
+                tensors,
+                file_of,
+                default_file: index,
+            })
         }
     }
-    Err(TrainerError::ModelConfig {
-        file: model_dir.to_path_buf(),
-        message: format!(
-            "no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in this directory; pass a Hugging Face \
-             model directory with safetensors weights"
-        ),
-    })
 }
 
 impl Llama {

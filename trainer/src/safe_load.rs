@@ -466,7 +466,8 @@ impl LoadError {
         }
     }
 
-    fn in_file(self, path: &Path) -> LoadError {
+    /// This error as found in `path` (errors that already name a file are kept).
+    pub(crate) fn in_file(self, path: &Path) -> LoadError {
         match self {
             e @ (LoadError::Io { .. }
             | LoadError::NotAFile { .. }
@@ -704,7 +705,7 @@ fn le<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         .collect()
 }
 
-fn refuse_pickle_extension(path: &Path) -> Result<(), LoadError> {
+pub(crate) fn refuse_pickle_extension(path: &Path) -> Result<(), LoadError> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
