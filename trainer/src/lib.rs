@@ -1,6 +1,8 @@
 //! The built-in LoRA trainer of trainprov: deterministic, PEFT-compatible, on candle.
 //!
-//! `trainprov train CONFIG.toml` runs [`train::train`] in-process under the recorder. The crate
+//! `trainprov train CONFIG.toml` checks the base model directory with [`checkpoint::inspect`]
+//! (architecture, weight layout and dtypes, tokenizer) before it records anything, then runs
+//! [`train::train`] in-process under the recorder. The crate
 //! loads a Llama-architecture Hugging Face checkpoint ([`model`], through the validating
 //! [`safe_load`]), attaches LoRA adapters with PEFT's semantics and file format ([`lora`]),
 //! trains them with AdamW ([`optim`]) on JSONL data ([`data`]), and writes
