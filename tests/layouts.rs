@@ -625,4 +625,45 @@ fn issue12_hub_cache_base_records_repo_id_and_revision() {
     );
     verify_inputs(&ws, "out-hub");
     retrain_identical(&ws, "out-hub");
+
+    // A policy trusts the signed contentDigest; verify --inputs checks it is the snapshot's. A
+    // record signed with a contentDigest of other content (the allowed pin of another model)
+    // fails.
+    let path = ws.path("repo/out-hub/provenance.intoto.json");
+    let envelope =
+        attest::dsse::Envelope::from_json(&std::fs::read(&path).expect("read")).expect("envelope");
+    let mut statement: Value =
+        serde_json::from_slice(&util::unb64(&envelope.payload)).expect("statement");
+    for dep in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array_mut()
+        .expect("deps")
+    {
+        if dep["annotations"]["role"] == "base" {
+            dep["annotations"]["contentDigest"]["blake3"] = json!("1".repeat(64));
+        }
+    }
+    let key = attest::keyfile::load_signing_key(&ws.path("keys/signer.key")).expect("key");
+    let forged = attest::dsse::Envelope::sign(
+        &envelope.payload_type,
+        &serde_json::to_vec(&statement).expect("json"),
+        &[&key],
+    );
+    std::fs::write(&path, forged.to_json()).expect("write");
+    let run = util::in_repo(
+        &ws,
+        &[
+            "verify",
+            "out-hub/provenance.intoto.json",
+            "--key",
+            "../keys/signer.pub",
+            "--inputs",
+        ],
+    )
+    .expect_code(1, "forged contentDigest");
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("contentDigest"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
 }
