@@ -432,7 +432,7 @@ fn family_of(model_type: Option<&str>, architectures: Option<&[String]>) -> Resu
             )
         })?),
     };
-    let mut from_arch = None;
+    let mut from_arch: Option<Family> = None;
     for a in architectures.unwrap_or_default() {
         let f = Family::from_architecture(a).ok_or_else(|| {
             format!(
@@ -973,5 +973,66 @@ mod tests {
         let mut bad = c.clone();
         bad.model_type = Some("gpt2".into());
         assert!(bad.validate().expect_err("gpt2").contains("model_type"));
+    }
+
+    #[test]
+    fn all_linear_is_accepted_as_string_or_list_and_alone() {
+        for t in ["\"all-linear\"", "[\"all-linear\"]", "\"ALL-LINEAR\""] {
+            let text = format!(
+                "[model]\nbase = \"b\"\n[data]\npath = \"d\"\n[lora]\ntarget_modules = {t}\n"
+            );
+            let c = TrainConfig::parse(&text, Path::new("t.toml")).expect(&text);
+            let spec = crate::lora::LoraSpec::from_section(&c.lora).expect("spec");
+            let mut all: Vec<&str> = ALLOWED_TARGET_MODULES.to_vec();
+            all.sort();
+            assert_eq!(spec.target_modules, all);
+        }
+        let text = "[model]\nbase = \"b\"\n[data]\npath = \"d\"\n[lora]\n\
+                    target_modules = [\"all-linear\", \"q_proj\"]\n";
+        let err = TrainConfig::parse(text, Path::new("t.toml"))
+            .expect_err("all-linear with others")
+            .to_string();
+        assert!(err.contains("alone"), "{err}");
+    }
+
+    #[test]
+    fn family_from_model_type_and_architectures() {
+        let base = serde_json::json!({"hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100});
+        let with = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            for (k, x) in extra.as_object().expect("object") {
+                v[k] = x.clone();
+            }
+            ModelConfig::from_value(v)
+        };
+        let fam = |extra| with(extra).expect("valid").family();
+        assert_eq!(fam(serde_json::json!({})), Family::Llama);
+        assert_eq!(
+            fam(serde_json::json!({"architectures": ["Qwen2ForCausalLM"]})),
+            Family::Qwen2
+        );
+        assert_eq!(fam(serde_json::json!({"model_type": "qwen3"})), Family::Qwen3);
+        let m = with(serde_json::json!({"model_type": "mistral"})).expect("valid");
+        assert_eq!((m.family(), m.sliding_window), (Family::Mistral, Some(4096)));
+        for (extra, needle) in [
+            (serde_json::json!({"model_type": "gemma2"}), "\"gemma2\""),
+            (
+                serde_json::json!({"architectures": ["LlamaForCausalLM", "Qwen2ForCausalLM"]}),
+                "both",
+            ),
+            (
+                serde_json::json!({"model_type": "qwen3", "use_sliding_window": true}),
+                "use_sliding_window",
+            ),
+            (
+                serde_json::json!({"model_type": "qwen3", "attention_bias": true}),
+                "attention_bias",
+            ),
+            (serde_json::json!({"mlp_bias": true}), "mlp_bias"),
+        ] {
+            let err = with(extra.clone()).expect_err(&extra.to_string());
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
     }
 }

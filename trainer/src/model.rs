@@ -364,6 +364,14 @@ fn read_weights(model_dir: &Path, device: &Device) -> Result<Source, TrainerErro
                 }
                 file_of.insert(name, path.clone());
             }
+            // A tensor the index does not list is one the model would not use: `finish`
+            // reports it with this shard's path.
+            for (name, t) in loaded {
+                if !tensors.contains_key(&name) {
+                    file_of.insert(name.clone(), path.clone());
+                    tensors.insert(name, t);
+                }
+            }
         }
         return Ok(Source {
             tensors,
