@@ -70,7 +70,9 @@ impl Family {
 
     /// The family of a `model_type`, if supported.
     pub fn from_model_type(model_type: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.model_type() == model_type)
+        Family::ALL
+            .into_iter()
+            .find(|f| f.model_type() == model_type)
     }
 
     /// The family of an `architectures` entry, if supported.
@@ -1012,9 +1014,15 @@ mod tests {
             fam(serde_json::json!({"architectures": ["Qwen2ForCausalLM"]})),
             Family::Qwen2
         );
-        assert_eq!(fam(serde_json::json!({"model_type": "qwen3"})), Family::Qwen3);
+        assert_eq!(
+            fam(serde_json::json!({"model_type": "qwen3"})),
+            Family::Qwen3
+        );
         let m = with(serde_json::json!({"model_type": "mistral"})).expect("valid");
-        assert_eq!((m.family(), m.sliding_window), (Family::Mistral, Some(4096)));
+        assert_eq!(
+            (m.family(), m.sliding_window),
+            (Family::Mistral, Some(4096))
+        );
         for (extra, needle) in [
             (serde_json::json!({"model_type": "gemma2"}), "\"gemma2\""),
             (

@@ -409,9 +409,7 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec, TrainerError> {
         Some(Value::String(s)) => {
             return Err(bad(
                 "target_modules",
-                &format!(
-                    "is the pattern \"{s}\"; list module names instead (or \"{ALL_LINEAR}\")"
-                ),
+                &format!("is the pattern \"{s}\"; list module names instead (or \"{ALL_LINEAR}\")"),
             ))
         }
         _ => return Err(bad("target_modules", "is missing")),

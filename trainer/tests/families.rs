@@ -205,7 +205,10 @@ fn model_type_and_architectures_must_agree() {
     let err = ModelConfig::from_file(&dir.path().join("config.json"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("\"llama\"") && err.contains("Qwen2ForCausalLM"), "{err}");
+    assert!(
+        err.contains("\"llama\"") && err.contains("Qwen2ForCausalLM"),
+        "{err}"
+    );
 }
 
 /// Issue 12, found on the way: a Qwen2 checkpoint relabelled `llama` trained silently with its
@@ -216,7 +219,11 @@ fn issue12_qwen2_relabelled_llama_fails_naming_the_unused_biases_and_the_file() 
     let base = dir.path().join("relabelled");
     fs_err::create_dir_all(&base).unwrap();
     let src = fixture("qwen2").join("model");
-    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         fs_err::copy(src.join(f), base.join(f)).unwrap();
     }
     let mut v: serde_json::Value =
@@ -265,10 +272,7 @@ fn from_tensors_refuses_unused_tensors_but_tolerates_rope_inv_freq() {
         "model.layers.0.self_attn.rotary_emb.inv_freq",
         "model.rotary_emb.inv_freq",
     ] {
-        w.insert(
-            name.into(),
-            Tensor::full(7f32, 2, &Device::Cpu).unwrap(),
-        );
+        w.insert(name.into(), Tensor::full(7f32, 2, &Device::Cpu).unwrap());
     }
     let tolerated = Llama::from_tensors(config, w, &Device::Cpu)
         .unwrap()
@@ -293,7 +297,11 @@ fn llama3_bos_from_the_post_processor_matches_transformers() {
     let ids = |v: &serde_json::Value| -> Vec<u32> { serde_json::from_value(v.clone()).unwrap() };
     for row in &rows {
         let text = row["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, true).unwrap(), ids(&row["ids"]), "{text:?}");
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            ids(&row["ids"]),
+            "{text:?}"
+        );
         assert_eq!(
             tok.encode(text, false).unwrap(),
             ids(&row["ids_no_special"]),
@@ -321,7 +329,11 @@ fn lora_trains_on_each_family() {
     for (family, targets, n_modules) in [
         ("llama3", "\"all-linear\"", 7),
         ("qwen2", "[\"q_proj\", \"k_proj\", \"v_proj\"]", 3),
-        ("mistral", "[\"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]", 4),
+        (
+            "mistral",
+            "[\"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]",
+            4,
+        ),
         ("qwen3", "[\"all-linear\"]", 7),
     ] {
         let work = tempfile::tempdir().unwrap();
@@ -331,10 +343,9 @@ fn lora_trains_on_each_family() {
         assert!(last < first, "{family}: loss {first} -> {last}");
         let tensors = load_safetensors(&out.join(ADAPTER_WEIGHTS_FILE), &Device::Cpu).unwrap();
         assert_eq!(tensors.len(), 2 * 2 * n_modules, "{family}");
-        let cfg: serde_json::Value = serde_json::from_str(
-            &fs_err::read_to_string(out.join(ADAPTER_CONFIG_FILE)).unwrap(),
-        )
-        .unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_str(&fs_err::read_to_string(out.join(ADAPTER_CONFIG_FILE)).unwrap())
+                .unwrap();
         assert_eq!(
             cfg["target_modules"].as_array().unwrap().len(),
             n_modules,

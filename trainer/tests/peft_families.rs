@@ -36,7 +36,11 @@ fn torch_python() -> PathBuf {
     python
 }
 
-fn peft_logits(family: &str, adapter: &Path, out: &Path) -> (candle_core::Tensor, candle_core::Tensor) {
+fn peft_logits(
+    family: &str,
+    adapter: &Path,
+    out: &Path,
+) -> (candle_core::Tensor, candle_core::Tensor) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peft/peft_logits.py");
     let dir = fixture(family);
     let res = Command::new(torch_python())
@@ -72,8 +76,14 @@ fn check(family: &str, targets: &str) {
     let moved = max_diff(&peft_adapted, &peft_base);
     println!("{family} {targets}: |ours - PEFT| = {d:e}; the adapter moves logits by {moved:e}");
     assert!(d < TOLERANCE, "{family} {targets}: ours vs PEFT {d:e}");
-    assert!(max_diff(&ours_base, &peft_base) < TOLERANCE, "{family}: base");
-    assert!(moved > 100.0 * TOLERANCE, "{family}: adapter changes little ({moved:e})");
+    assert!(
+        max_diff(&ours_base, &peft_base) < TOLERANCE,
+        "{family}: base"
+    );
+    assert!(
+        moved > 100.0 * TOLERANCE,
+        "{family}: adapter changes little ({moved:e})"
+    );
 }
 
 #[test]
@@ -88,7 +98,10 @@ fn qwen2_qkv_loads_in_peft_with_equal_logits() {
 
 #[test]
 fn mistral_o_and_mlp_load_in_peft_with_equal_logits() {
-    check("mistral", "[\"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]");
+    check(
+        "mistral",
+        "[\"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]",
+    );
 }
 
 #[test]

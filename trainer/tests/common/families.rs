@@ -86,4 +86,3 @@ pub fn train_adapter(family: &str, targets: &str, work: &Path) -> (PathBuf, Vec<
     train(&config, work, &mut |s: &StepReport| losses.push(s.loss)).unwrap();
     (work.join(format!("out-{family}")), losses)
 }
-
