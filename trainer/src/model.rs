@@ -367,9 +367,9 @@ fn read_weights(model_dir: &Path, device: &Device) -> Result<Source, TrainerErro
             // A tensor the index does not list is one the model would not use: `finish`
             // reports it with this shard's path.
             for (name, t) in loaded {
-                if !tensors.contains_key(&name) {
-                    file_of.insert(name.clone(), path.clone());
-                    tensors.insert(name, t);
+                if let std::collections::btree_map::Entry::Vacant(e) = tensors.entry(name) {
+                    file_of.insert(e.key().clone(), path.clone());
+                    e.insert(t);
                 }
             }
         }
