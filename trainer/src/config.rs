@@ -1,8 +1,11 @@
 //! Configuration: the model's Hugging Face `config.json` and the trainer's TOML file.
 //!
-//! [`LlamaConfig`] reads the keys of a `transformers` `LlamaConfig` that change the
-//! computation and ignores the rest; keys that describe something this trainer does not
-//! implement (biases, other activations, unknown RoPE scaling) are refused rather than ignored.
+//! [`ModelConfig`] reads the keys of a `transformers` config that change the computation and
+//! ignores the rest; keys that describe something this trainer does not implement (other
+//! activations, MLP biases, per-layer sliding windows, unknown RoPE scaling) are refused rather
+//! than ignored. [`ModelConfig::from_file`] is the check to run before anything else: it reads
+//! `config.json` alone (no weights), and refuses an unsupported architecture by name with the
+//! list of supported [`Family`] values.
 //!
 //! [`TrainConfig`] is the training config (`trainprov train CONFIG.toml`). Unknown keys are
 //! errors, and relative paths are relative to the directory of the TOML file. [`DEFAULT_TOML`]
@@ -18,11 +21,108 @@ use crate::error::TrainerError;
 // config.json
 // ---------------------------------------------------------------------------------------------
 
-/// The architecture of a Llama-family checkpoint, read from its `config.json`.
+/// A model family this trainer implements: one decoder ([`crate::model::Llama`]) with the
+/// per-family options below, each checked against its `transformers` implementation by a
+/// committed fixture (`trainer/tests/fixtures/`).
 ///
-/// Field names and defaults follow `transformers.LlamaConfig` (4.38); unknown keys are ignored.
+/// | family | `model_type` | `architectures` | differs from Llama by |
+/// |---|---|---|---|
+/// | [`Family::Llama`] | `llama` | `LlamaForCausalLM` | (Llama 2 and 3.x: `llama3` RoPE scaling, `head_dim`) |
+/// | [`Family::Mistral`] | `mistral` | `MistralForCausalLM` | sliding-window attention (`sliding_window`, default 4096) |
+/// | [`Family::Qwen2`] | `qwen2` | `Qwen2ForCausalLM` | biases on q/k/v (not o) |
+/// | [`Family::Qwen3`] | `qwen3` | `Qwen3ForCausalLM` | per-head RMSNorm of q and k before RoPE |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Llama 2 / 3.x (`LlamaForCausalLM`).
+    Llama,
+    /// Mistral (`MistralForCausalLM`).
+    Mistral,
+    /// Qwen2 and Qwen2.5 (`Qwen2ForCausalLM`).
+    Qwen2,
+    /// Qwen3 dense models (`Qwen3ForCausalLM`).
+    Qwen3,
+}
+
+impl Family {
+    /// Every supported family.
+    pub const ALL: [Family; 4] = [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3];
+
+    /// The `model_type` of `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+
+    /// The `transformers` class named in `architectures`.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Family::Llama => "LlamaForCausalLM",
+            Family::Mistral => "MistralForCausalLM",
+            Family::Qwen2 => "Qwen2ForCausalLM",
+            Family::Qwen3 => "Qwen3ForCausalLM",
+        }
+    }
+
+    /// The family of a `model_type`, if supported.
+    pub fn from_model_type(model_type: &str) -> Option<Family> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.model_type() == model_type)
+    }
+
+    /// The family of an `architectures` entry, if supported.
+    pub fn from_architecture(architecture: &str) -> Option<Family> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.architecture() == architecture)
+    }
+
+    /// `llama (LlamaForCausalLM), mistral (MistralForCausalLM), ...`, for messages.
+    pub fn supported_list() -> String {
+        Family::ALL
+            .iter()
+            .map(|f| format!("{} ({})", f.model_type(), f.architecture()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whether q/k/v projections carry a bias (o_proj never does here).
+    pub fn qkv_bias(self) -> bool {
+        self == Family::Qwen2
+    }
+
+    /// Whether q and k get a per-head RMSNorm (`q_norm`, `k_norm`) before RoPE.
+    pub fn qk_norm(self) -> bool {
+        self == Family::Qwen3
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.model_type())
+    }
+}
+
+/// The old name of [`ModelConfig`], from when only Llama was supported.
+pub type LlamaConfig = ModelConfig;
+
+/// Mistral's `sliding_window` when `config.json` has no such key (`transformers`'
+/// `MistralConfig` default).
+pub const MISTRAL_DEFAULT_SLIDING_WINDOW: usize = 4096;
+
+/// The architecture of a checkpoint of one of the supported [`Family`] values, read from its
+/// `config.json`.
+///
+/// Field names and defaults follow `transformers`' `LlamaConfig`, `MistralConfig`,
+/// `Qwen2Config` and `Qwen3Config`; unknown keys are ignored. The family comes from
+/// `model_type` and `architectures` ([`ModelConfig::family`]); with neither, Llama.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LlamaConfig {
+pub struct ModelConfig {
     /// Width of the residual stream.
     pub hidden_size: usize,
     /// Width of the SwiGLU MLP.
@@ -61,15 +161,33 @@ pub struct LlamaConfig {
     /// Must be `silu` (or absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_act: Option<String>,
-    /// Must be false (or absent): biases on q/k/v/o are not implemented.
+    /// Must be false (or absent): biases on all of q/k/v/o (Llama, Qwen3) are not implemented.
+    /// Qwen2's q/k/v biases are part of the family and need no key.
     #[serde(default)]
     pub attention_bias: bool,
     /// Must be false (or absent): biases in the MLP are not implemented.
     #[serde(default)]
     pub mlp_bias: bool,
-    /// Must be `llama` (or absent).
+    /// One of the [`Family`] model types, or absent (then `architectures` decides, else Llama).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
+    /// `transformers` classes of the checkpoint; each must be a supported family's
+    /// `*ForCausalLM`, the same family as `model_type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    /// Mistral: each query attends to the last `sliding_window` keys (itself included);
+    /// `null` turns the window off. [`ModelConfig::from_file`] fills in Mistral's default
+    /// ([`MISTRAL_DEFAULT_SLIDING_WINDOW`]) when the key is absent. Qwen2/Qwen3 keep the key but
+    /// use it only with `use_sliding_window`; Llama ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// Qwen2/Qwen3: must be false (or absent); per-layer sliding windows are not implemented.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_sliding_window: bool,
+    /// Qwen2/Qwen3: layers from this index on would use the window; informational while
+    /// `use_sliding_window` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_window_layers: Option<usize>,
     /// Beginning-of-sequence token id(s), informational.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<serde_json::Value>,
@@ -91,8 +209,8 @@ fn default_initializer_range() -> f64 {
     0.02
 }
 
-impl LlamaConfig {
-    /// A config with the given sizes and `transformers`' defaults for everything else.
+impl ModelConfig {
+    /// A Llama config with the given sizes and `transformers`' defaults for everything else.
     pub fn new(
         hidden_size: usize,
         intermediate_size: usize,
@@ -100,8 +218,8 @@ impl LlamaConfig {
         num_attention_heads: usize,
         num_key_value_heads: usize,
         vocab_size: usize,
-    ) -> LlamaConfig {
-        LlamaConfig {
+    ) -> ModelConfig {
+        ModelConfig {
             hidden_size,
             intermediate_size,
             num_hidden_layers,
@@ -119,38 +237,68 @@ impl LlamaConfig {
             attention_bias: false,
             mlp_bias: false,
             model_type: Some("llama".into()),
+            architectures: None,
+            sliding_window: None,
+            use_sliding_window: false,
+            max_window_layers: None,
             bos_token_id: None,
             eos_token_id: None,
         }
     }
 
-    /// Reads and checks `config.json`.
-    pub fn from_file(path: &Path) -> Result<LlamaConfig, TrainerError> {
+    /// Reads and checks `config.json`, and nothing else: call it before any weight is read
+    /// or anything is recorded. An architecture this trainer does not implement is refused by
+    /// name, with the list of supported ones ([`Family::supported_list`]); so is any key whose
+    /// value it cannot honour. The family is then [`ModelConfig::family`].
+    pub fn from_file(path: &Path) -> Result<ModelConfig, TrainerError> {
         let text = fs_err::read_to_string(path)?;
-        let config: LlamaConfig =
-            serde_json::from_str(&text).map_err(|e| TrainerError::ModelConfig {
-                file: path.to_path_buf(),
-                message: format!("not a valid model config: {e}"),
-            })?;
-        config
-            .validate()
-            .map_err(|message| TrainerError::ModelConfig {
-                file: path.to_path_buf(),
-                message,
-            })?;
+        let fail = |message: String| TrainerError::ModelConfig {
+            file: path.to_path_buf(),
+            message,
+        };
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| fail(format!("not a valid model config: {e}")))?;
+        ModelConfig::from_value(value).map_err(fail)
+    }
+
+    /// [`ModelConfig::from_file`] on parsed JSON; the error is the message alone.
+    pub fn from_value(value: serde_json::Value) -> Result<ModelConfig, String> {
+        // The family first, so that e.g. a GPT-2 config (no `hidden_size`) is refused by name
+        // rather than for a missing key.
+        if !value.is_object() {
+            return Err("not a valid model config: not a JSON object".into());
+        }
+        let model_type = value.get("model_type").and_then(|v| v.as_str());
+        let architectures: Option<Vec<String>> = value
+            .get("architectures")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or("<not a string>").to_string())
+                    .collect()
+            });
+        let family = family_of(model_type, architectures.as_deref())?;
+        let sliding_window_absent = value.get("sliding_window").is_none();
+        let mut config: ModelConfig = serde_json::from_value(value)
+            .map_err(|e| format!("not a valid {family} model config: {e}"))?;
+        if family == Family::Mistral && sliding_window_absent {
+            config.sliding_window = Some(MISTRAL_DEFAULT_SLIDING_WINDOW);
+        }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// The model family, from `model_type` and `architectures` (Llama when both are absent).
+    /// A config that passed [`ModelConfig::validate`] always has one; for one that did not,
+    /// this falls back to Llama.
+    pub fn family(&self) -> Family {
+        family_of(self.model_type.as_deref(), self.architectures.as_deref())
+            .unwrap_or(Family::Llama)
     }
 
     /// Checks that this trainer implements what the config describes.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(t) = &self.model_type {
-            if t != "llama" {
-                return Err(format!(
-                    "model_type is \"{t}\"; only Llama-architecture checkpoints \
-                     (model_type \"llama\") are supported"
-                ));
-            }
-        }
+        let family = family_of(self.model_type.as_deref(), self.architectures.as_deref())?;
         if let Some(act) = &self.hidden_act {
             if act != "silu" {
                 return Err(format!(
@@ -158,8 +306,30 @@ impl LlamaConfig {
                 ));
             }
         }
-        if self.attention_bias || self.mlp_bias {
-            return Err("attention_bias / mlp_bias are true; biases are not supported".into());
+        if self.mlp_bias {
+            return Err("mlp_bias is true; biases in the MLP are not supported".into());
+        }
+        if self.attention_bias && family != Family::Qwen2 {
+            return Err(format!(
+                "attention_bias is true; biases on q/k/v/o are not supported for {family} \
+                 (only Qwen2's q/k/v biases are)"
+            ));
+        }
+        match family {
+            Family::Mistral => {
+                if self.sliding_window == Some(0) {
+                    return Err("sliding_window must be positive (or null)".into());
+                }
+            }
+            Family::Qwen2 | Family::Qwen3 => {
+                if self.use_sliding_window {
+                    return Err(format!(
+                        "use_sliding_window is true; sliding-window attention on {family} layers \
+                         is not supported (only with use_sliding_window false)"
+                    ));
+                }
+            }
+            Family::Llama => {}
         }
         for (name, v) in [
             ("hidden_size", self.hidden_size),
@@ -252,6 +422,47 @@ impl LlamaConfig {
     }
 }
 
+/// The family named by `model_type` and `architectures`; an unknown or conflicting one is an
+/// error naming it and listing the supported ones.
+fn family_of(model_type: Option<&str>, architectures: Option<&[String]>) -> Result<Family, String> {
+    let from_type = match model_type {
+        None => None,
+        Some(t) => Some(Family::from_model_type(t).ok_or_else(|| {
+            format!(
+                "model_type \"{t}\" is not supported; supported: {}",
+                Family::supported_list()
+            )
+        })?),
+    };
+    let mut from_arch: Option<Family> = None;
+    for a in architectures.unwrap_or_default() {
+        let f = Family::from_architecture(a).ok_or_else(|| {
+            format!(
+                "architectures names \"{a}\", which is not supported; supported: {}",
+                Family::supported_list()
+            )
+        })?;
+        match (from_arch, from_type) {
+            (Some(prev), _) if prev != f => {
+                return Err(format!(
+                    "architectures names both {} and {}; a checkpoint has one architecture",
+                    prev.architecture(),
+                    f.architecture()
+                ))
+            }
+            (_, Some(t)) if t != f => {
+                return Err(format!(
+                    "model_type \"{}\" and architectures \"{a}\" name different families; \
+                     fix config.json so both say the same",
+                    t.model_type()
+                ))
+            }
+            _ => from_arch = Some(f),
+        }
+    }
+    Ok(from_type.or(from_arch).unwrap_or(Family::Llama))
+}
+
 /// RoPE frequency scaling, as in `transformers`' `ROPE_INIT_FUNCTIONS`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RopeScaling {
@@ -290,6 +501,31 @@ pub const ALLOWED_TARGET_MODULES: &[&str] = &[
     "down_proj",
 ];
 
+/// PEFT 0.10.0's shorthand for "every linear layer but the output head"
+/// (`peft.utils.INCLUDE_LINEAR_LAYERS_SHORTHAND`); here, all of [`ALLOWED_TARGET_MODULES`].
+/// PEFT compares it case-insensitively, and so does this trainer.
+pub const ALL_LINEAR: &str = "all-linear";
+
+/// Whether `name` is PEFT's [`ALL_LINEAR`] shorthand.
+pub fn is_all_linear(name: &str) -> bool {
+    name.eq_ignore_ascii_case(ALL_LINEAR)
+}
+
+/// `target_modules` as a list, or PEFT's single string `"all-linear"` (kept as a one-entry
+/// list).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// A complete training config with every default written out (only `model.base` and
 /// `data.path` have no default). It parses to the same [`TrainConfig`] as the two required
 /// keys alone.
@@ -311,7 +547,7 @@ path = "train.jsonl"     # required: JSONL, {"prompt","completion"} or {"text"} 
 r = 8
 alpha = 16.0             # scaling = alpha / r
 dropout = 0.05
-target_modules = ["q_proj", "v_proj"]  # any of q,k,v,o,gate,up,down _proj
+target_modules = ["q_proj", "v_proj"]  # any of q,k,v,o,gate,up,down _proj, or "all-linear"
 
 [train]
 mode = "lora"            # "lora", or "full" (every base weight is trained; no adapter)
@@ -407,7 +643,9 @@ pub struct LoraSection {
     /// Dropout on the adapter's input during training. Default 0.05.
     pub dropout: f64,
     /// Linear layers to adapt. Default `["q_proj", "v_proj"]`; allowed: `q_proj`, `k_proj`,
-    /// `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
+    /// `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, or `"all-linear"` (PEFT's
+    /// shorthand for all seven; a string or a one-entry list).
+    #[serde(deserialize_with = "string_or_list")]
     pub target_modules: Vec<String>,
 }
 
@@ -561,9 +799,19 @@ impl TrainConfig {
             }
             let mut seen = Vec::new();
             for m in &l.target_modules {
+                if is_all_linear(m) {
+                    if l.target_modules.len() > 1 {
+                        return Err(format!(
+                            "lora.target_modules: \"{m}\" means every linear layer; list it \
+                             alone"
+                        ));
+                    }
+                    continue;
+                }
                 if !ALLOWED_TARGET_MODULES.contains(&m.as_str()) {
                     return Err(format!(
-                        "lora.target_modules: unknown module \"{m}\" (allowed: {})",
+                        "lora.target_modules: unknown module \"{m}\" (allowed: {}, or \
+                         \"{ALL_LINEAR}\")",
                         ALLOWED_TARGET_MODULES.join(", ")
                     ));
                 }
@@ -727,5 +975,72 @@ mod tests {
         let mut bad = c.clone();
         bad.model_type = Some("gpt2".into());
         assert!(bad.validate().expect_err("gpt2").contains("model_type"));
+    }
+
+    #[test]
+    fn all_linear_is_accepted_as_string_or_list_and_alone() {
+        for t in ["\"all-linear\"", "[\"all-linear\"]", "\"ALL-LINEAR\""] {
+            let text = format!(
+                "[model]\nbase = \"b\"\n[data]\npath = \"d\"\n[lora]\ntarget_modules = {t}\n"
+            );
+            let c = TrainConfig::parse(&text, Path::new("t.toml")).expect(&text);
+            let spec = crate::lora::LoraSpec::from_section(&c.lora).expect("spec");
+            let mut all: Vec<&str> = ALLOWED_TARGET_MODULES.to_vec();
+            all.sort();
+            assert_eq!(spec.target_modules, all);
+        }
+        let text = "[model]\nbase = \"b\"\n[data]\npath = \"d\"\n[lora]\n\
+                    target_modules = [\"all-linear\", \"q_proj\"]\n";
+        let err = TrainConfig::parse(text, Path::new("t.toml"))
+            .expect_err("all-linear with others")
+            .to_string();
+        assert!(err.contains("alone"), "{err}");
+    }
+
+    #[test]
+    fn family_from_model_type_and_architectures() {
+        let base = serde_json::json!({"hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100});
+        let with = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            for (k, x) in extra.as_object().expect("object") {
+                v[k] = x.clone();
+            }
+            ModelConfig::from_value(v)
+        };
+        let fam = |extra| with(extra).expect("valid").family();
+        assert_eq!(fam(serde_json::json!({})), Family::Llama);
+        assert_eq!(
+            fam(serde_json::json!({"architectures": ["Qwen2ForCausalLM"]})),
+            Family::Qwen2
+        );
+        assert_eq!(
+            fam(serde_json::json!({"model_type": "qwen3"})),
+            Family::Qwen3
+        );
+        let m = with(serde_json::json!({"model_type": "mistral"})).expect("valid");
+        assert_eq!(
+            (m.family(), m.sliding_window),
+            (Family::Mistral, Some(4096))
+        );
+        for (extra, needle) in [
+            (serde_json::json!({"model_type": "gemma2"}), "\"gemma2\""),
+            (
+                serde_json::json!({"architectures": ["LlamaForCausalLM", "Qwen2ForCausalLM"]}),
+                "both",
+            ),
+            (
+                serde_json::json!({"model_type": "qwen3", "use_sliding_window": true}),
+                "use_sliding_window",
+            ),
+            (
+                serde_json::json!({"model_type": "qwen3", "attention_bias": true}),
+                "attention_bias",
+            ),
+            (serde_json::json!({"mlp_bias": true}), "mlp_bias"),
+        ] {
+            let err = with(extra.clone()).expect_err(&extra.to_string());
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
     }
 }

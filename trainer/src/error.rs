@@ -59,6 +59,26 @@ pub enum TrainerError {
         got: Vec<usize>,
     },
 
+    /// A checkpoint holds tensors the model does not use (its config.json describes another
+    /// architecture than its weights, e.g. a Qwen2 checkpoint labelled `llama` whose q/k/v
+    /// biases would be dropped).
+    #[error(
+        "{} holds {} tensor(s) a {family} model does not use: {}; config.json's model_type / \
+         architectures do not match the weights",
+        file.display(),
+        names.len(),
+        names.iter().take(4).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            + if names.len() > 4 { ", ..." } else { "" }
+    )]
+    UnusedTensors {
+        /// The weights file.
+        file: PathBuf,
+        /// The family the config names.
+        family: String,
+        /// The unused tensor names, sorted.
+        names: Vec<String>,
+    },
+
     /// A line of a JSONL data file is unusable.
     #[error("{}:{line}: {message}", file.display())]
     Data {

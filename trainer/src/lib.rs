@@ -2,9 +2,11 @@
 //!
 //! `trainprov train CONFIG.toml` checks the base model directory with [`checkpoint::inspect`]
 //! (architecture, weight layout and dtypes, tokenizer) before it records anything, then runs
-//! [`train::train`] in-process under the recorder. The crate
-//! loads a Llama-architecture Hugging Face checkpoint ([`model`], through the validating
-//! [`safe_load`]), attaches LoRA adapters with PEFT's semantics and file format ([`lora`]),
+//! [`train::train`] in-process under the recorder. The crate loads a Hugging Face checkpoint of
+//! a supported [`config::Family`] (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3;
+//! [`config::ModelConfig::from_file`] refuses others from `config.json` alone) ([`model`],
+//! through the validating [`safe_load`]), attaches LoRA adapters with PEFT's semantics and file
+//! format ([`lora`]),
 //! trains them with AdamW ([`optim`]) on JSONL data ([`data`]), and writes
 //! `adapter_model.safetensors`, `adapter_config.json` and `metrics.jsonl`. [`eval`] reports the
 //! mean loss of a base model with or without an adapter.
@@ -45,7 +47,7 @@ pub mod rng;
 pub mod safe_load;
 pub mod train;
 
-pub use config::{LlamaConfig, TrainConfig};
+pub use config::{Family, LlamaConfig, ModelConfig, TrainConfig};
 pub use error::TrainerError;
 pub use eval::{mean_loss, EvalReport};
 pub use lora::LoraSpec;

@@ -19,7 +19,14 @@
 //!   (PEFT 0.10 naming: no adapter name in saved keys), sorted by name, metadata exactly
 //!   `{"format":"pt"}` (what PEFT writes; more than one key would serialize in varying order).
 //! * `adapter_config.json`: PEFT's `LoraConfig` keys, sorted, two-space indent (what PEFT's
-//!   `json.dumps(..., indent=2, sort_keys=True)` produces), `target_modules` sorted.
+//!   `json.dumps(..., indent=2, sort_keys=True)` produces), `target_modules` sorted. An adapter
+//!   trained with `target_modules = "all-linear"` lists the seven module names, which is what
+//!   PEFT 0.10.0 itself saves (`_maybe_include_all_linear_layers` replaces the string by the set
+//!   of names before saving); reading accepts the string `"all-linear"` too.
+//!
+//! Tensor names do not depend on the family: Llama, Mistral, Qwen2 and Qwen3 all name their
+//! layers `model.layers.{i}.self_attn.*` / `model.layers.{i}.mlp.*`. Qwen2's q/k/v biases stay
+//! in the base (PEFT's `bias = "none"`): the adapter adds to the biased output.
 //!
 //! Both are written atomically (temporary file, fsync, rename, directory fsync).
 
@@ -29,7 +36,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor, Var};
 use serde_json::Value;
 
-use crate::config::{LoraSection, ALLOWED_TARGET_MODULES};
+use crate::config::{is_all_linear, LoraSection, ALLOWED_TARGET_MODULES, ALL_LINEAR};
 use crate::error::TrainerError;
 use crate::files;
 use crate::model::{linear_in_out, module_parent, Llama, LINEAR_MODULES};
@@ -57,7 +64,9 @@ pub struct LoraSpec {
 }
 
 impl LoraSpec {
-    /// Checks and sorts; the message names the offending value.
+    /// Checks and sorts; the message names the offending value. `"all-linear"` (PEFT's
+    /// shorthand, any case) stands for all of [`ALLOWED_TARGET_MODULES`], as PEFT 0.10.0 expands
+    /// it on a model of a supported family (every `nn.Linear` but `lm_head`).
     pub fn new(
         r: usize,
         alpha: f64,
@@ -74,11 +83,16 @@ impl LoraSpec {
             return Err(format!("dropout must be in [0, 1) (got {dropout})"));
         }
         let mut targets: Vec<String> = Vec::new();
-        for m in target_modules {
-            let m = m.as_ref();
+        let expanded: Vec<&str> = if target_modules.iter().any(|m| is_all_linear(m.as_ref())) {
+            // PEFT's `_maybe_include_all_linear_layers`: every nn.Linear but the output head.
+            ALLOWED_TARGET_MODULES.to_vec()
+        } else {
+            target_modules.iter().map(AsRef::as_ref).collect()
+        };
+        for m in expanded {
             if !ALLOWED_TARGET_MODULES.contains(&m) {
                 return Err(format!(
-                    "target module \"{m}\" is not supported (supported: {})",
+                    "target module \"{m}\" is not supported (supported: {}, or \"{ALL_LINEAR}\")",
                     ALLOWED_TARGET_MODULES.join(", ")
                 ));
             }
@@ -391,10 +405,11 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec, TrainerError> {
                     .ok_or_else(|| bad("target_modules", "has a non-string entry"))
             })
             .collect::<Result<_, _>>()?,
+        Some(Value::String(s)) if is_all_linear(s) => vec![s.clone()],
         Some(Value::String(s)) => {
             return Err(bad(
                 "target_modules",
-                &format!("is the pattern \"{s}\"; list module names instead"),
+                &format!("is the pattern \"{s}\"; list module names instead (or \"{ALL_LINEAR}\")"),
             ))
         }
         _ => return Err(bad("target_modules", "is missing")),

@@ -1,10 +1,23 @@
-//! A Llama-architecture decoder written only with differentiable candle operations.
+//! A Llama-architecture decoder written only with differentiable candle operations, with the
+//! per-family options of Mistral, Qwen2 and Qwen3 ([`crate::config::Family`]).
 //!
 //! Ported from `transformers` 4.38.2 `models/llama/modeling_llama.py` (`LlamaForCausalLM`, eager
 //! attention): token embedding; per layer `x + attn(rms_norm(x))` then `x + mlp(rms_norm(x))`
 //! where attention is grouped-query attention with rotary position embeddings (the
 //! `rotate_half` convention, position ids `0..t`) and a causal mask, and the MLP is SwiGLU
 //! `down(silu(gate(x)) * up(x))`; a final RMSNorm and `lm_head` (or the tied embedding).
+//! The families differ only inside attention:
+//!
+//! * Mistral (`models/mistral/modeling_mistral.py`, 4.38.2): with `sliding_window = w`, the
+//!   eager mask (`AttentionMaskConverter._make_causal_mask`, `diagonal = -w + 1`) lets query
+//!   `i` attend to keys `i-w+1 ..= i`: `w` keys, itself included.
+//! * Qwen2 (`models/qwen2/modeling_qwen2.py`): q/k/v projections add a bias (o_proj has none).
+//!   `sliding_window` is not applied (`use_sliding_window` must be false; 4.38.2's eager path
+//!   applies it regardless, a bug later versions fixed; real checkpoints set it at or above
+//!   `max_position_embeddings`, where both agree).
+//! * Qwen3 (`models/qwen3/modeling_qwen3.py`, 4.51.3): q and k are RMS-normalised per head
+//!   over `head_dim` (`q_norm`, `k_norm`, weight `[head_dim]`) after the projection and before
+//!   RoPE; `head_dim` may differ from `hidden_size / num_attention_heads`.
 //!
 //! Every operation has a backward pass in candle: softmax is `exp(x - max) / sum` with the max
 //! detached (it only shifts the input), RMSNorm is `x / sqrt(mean(x²) + eps) * w`. candle's
@@ -16,7 +29,15 @@
 //! `model.embed_tokens.weight`, `model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`,
 //! `model.layers.{i}.mlp.{gate,up,down}_proj.weight`,
 //! `model.layers.{i}.{input,post_attention}_layernorm.weight`, `model.norm.weight`,
-//! `lm_head.weight` (absent when `tie_word_embeddings`).
+//! `lm_head.weight` (absent when `tie_word_embeddings`); Qwen2 adds
+//! `model.layers.{i}.self_attn.{q,k,v}_proj.bias`, Qwen3 `model.layers.{i}.self_attn.{q,k}_norm.weight`.
+//!
+//! A checkpoint tensor the model does not use is an error naming it and its file (a Qwen2
+//! checkpoint relabelled `llama` would otherwise run with its biases dropped). The one
+//! exception is RoPE's `inv_freq` (`model.layers.{i}.self_attn.rotary_emb.inv_freq`,
+//! `model.rotary_emb.inv_freq`), which old checkpoints carry: `transformers` ignores it too
+//! (it is a non-persistent buffer, dropped from the unexpected keys by
+//! `_load_pretrained_model`) and recomputes it from the config, as this model does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +45,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 use crate::checkpoint::{self, WeightFiles};
-use crate::config::{LlamaConfig, RopeScaling};
+use crate::config::{Family, LlamaConfig, RopeScaling};
 use crate::error::TrainerError;
 use crate::lora::{LoraLinear, LoraSpec};
 use crate::rng::Rng;
@@ -62,19 +83,57 @@ pub fn linear_weight_name(layer: usize, module: &str) -> String {
     )
 }
 
-/// A linear layer without bias, optionally wrapped by a LoRA adapter.
+/// The Hugging Face name of a linear layer's bias.
+pub fn linear_bias_name(layer: usize, module: &str) -> String {
+    format!(
+        "model.layers.{layer}.{}.{module}.bias",
+        module_parent(module)
+    )
+}
+
+/// Whether `module` of a `family` model has a bias.
+pub fn has_bias(family: Family, module: &str) -> bool {
+    family.qkv_bias() && matches!(module, "q_proj" | "k_proj" | "v_proj")
+}
+
+/// The Hugging Face names of Qwen3's per-head q/k norm weights of `layer`.
+fn qk_norm_names(layer: usize) -> [String; 2] {
+    [
+        format!("model.layers.{layer}.self_attn.q_norm.weight"),
+        format!("model.layers.{layer}.self_attn.k_norm.weight"),
+    ]
+}
+
+/// RoPE's `inv_freq` buffers that old checkpoints carry and `transformers` ignores on load.
+fn is_ignored_buffer(name: &str) -> bool {
+    name == "model.rotary_emb.inv_freq"
+        || name
+            .strip_prefix("model.layers.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(i, tail)| {
+                i.parse::<usize>().is_ok() && tail == "self_attn.rotary_emb.inv_freq"
+            })
+}
+
+/// A linear layer, with a bias where the family has one, optionally wrapped by a LoRA adapter.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     /// `[out, in]`.
     pub(crate) weight: Tensor,
+    /// `[out]` (Qwen2's q/k/v).
+    pub(crate) bias: Option<Tensor>,
     /// The adapter, when this module is a LoRA target.
     pub(crate) lora: Option<LoraLinear>,
 }
 
 impl Linear {
-    /// `x [n, in] → [n, out]`: `x·Wᵀ (+ scale·dropout(x)·Aᵀ·Bᵀ)`.
+    /// `x [n, in] → [n, out]`: `x·Wᵀ (+ b) (+ scale·dropout(x)·Aᵀ·Bᵀ)`.
     fn forward(&self, x: &Tensor, rng: Option<&mut Rng>) -> candle_core::Result<Tensor> {
         let y = linear(x, &self.weight)?;
+        let y = match &self.bias {
+            None => y,
+            Some(b) => y.broadcast_add(b)?,
+        };
         match &self.lora {
             None => Ok(y),
             Some(lora) => y + lora.delta(x, rng)?,
@@ -87,6 +146,8 @@ impl Linear {
 pub(crate) struct Layer {
     pub(crate) input_norm: Tensor,
     pub(crate) post_norm: Tensor,
+    /// Qwen3's per-head RMSNorm weights of q and k, `[head_dim]` each.
+    pub(crate) qk_norm: Option<(Tensor, Tensor)>,
     /// In [`LINEAR_MODULES`] order.
     pub(crate) linears: Vec<Linear>,
 }
@@ -106,6 +167,8 @@ pub struct Llama {
     pub(crate) lora: Option<LoraSpec>,
     /// `inv_freq` of RoPE, after scaling.
     inv_freq: Vec<f64>,
+    /// The family, from the config.
+    family: Family,
 }
 
 /// Where a tensor came from, for error messages.
@@ -139,6 +202,30 @@ impl Source {
         }
         Ok(t.to_dtype(DType::F32)?)
     }
+
+    /// Fails naming the tensors nobody took (see the module doc), grouped by file.
+    fn finish(self, family: Family) -> Result<(), TrainerError> {
+        let mut by_file: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for name in self.tensors.into_keys() {
+            if is_ignored_buffer(&name) {
+                continue;
+            }
+            let file = self
+                .file_of
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| self.default_file.clone());
+            by_file.entry(file).or_default().push(name);
+        }
+        match by_file.into_iter().next() {
+            None => Ok(()),
+            Some((file, names)) => Err(TrainerError::UnusedTensors {
+                file,
+                family: family.to_string(),
+                names,
+            }),
+        }
+    }
 }
 
 /// The expected shape of every base tensor, by Hugging Face name, in name order.
@@ -160,10 +247,16 @@ pub fn expected_shapes(config: &LlamaConfig) -> BTreeMap<String, Vec<usize>> {
             vec![d],
         );
         for module in LINEAR_MODULES {
-            m.insert(
-                linear_weight_name(i, module),
-                linear_shape(config, module).to_vec(),
-            );
+            let [out, inp] = linear_shape(config, module);
+            m.insert(linear_weight_name(i, module), vec![out, inp]);
+            if has_bias(config.family(), module) {
+                m.insert(linear_bias_name(i, module), vec![out]);
+            }
+        }
+        if config.family().qk_norm() {
+            for name in qk_norm_names(i) {
+                m.insert(name, vec![config.head_dim()]);
+            }
         }
     }
     m
@@ -187,7 +280,7 @@ pub(crate) fn linear_shape(config: &LlamaConfig, module: &str) -> [usize; 2] {
 
 /// Random base weights drawn from `rng` in name order: every matrix uniform in `±a` with
 /// `a = initializer_range·√3` (the variance of `transformers`' `normal(0, initializer_range)`,
-/// without the transcendental functions a normal draw needs), norms all ones.
+/// without the transcendental functions a normal draw needs), norms all ones, biases zero.
 pub fn random_weights(
     config: &LlamaConfig,
     rng: &mut Rng,
@@ -197,7 +290,9 @@ pub fn random_weights(
     let mut out = BTreeMap::new();
     for (name, shape) in expected_shapes(config) {
         let n: usize = shape.iter().product();
-        let t = if shape.len() == 1 {
+        let t = if name.ends_with(".bias") {
+            Tensor::zeros(shape.as_slice(), DType::F32, device)?
+        } else if shape.len() == 1 {
             Tensor::ones(shape.as_slice(), DType::F32, device)?
         } else {
             Tensor::from_vec(rng.uniform_vec(n, -a, a), shape.as_slice(), device)?
@@ -260,7 +355,8 @@ impl Llama {
     }
 
     /// Builds a model from tensors with Hugging Face names (tests, random initialisation).
-    /// Extra tensors are ignored; a missing or mis-shaped one is an error.
+    /// A missing, mis-shaped or unused tensor is an error (RoPE `inv_freq` buffers excepted;
+    /// see the module doc).
     pub fn from_tensors(
         config: LlamaConfig,
         tensors: BTreeMap<String, Tensor>,
@@ -285,6 +381,7 @@ impl Llama {
     }
 
     fn build(config: LlamaConfig, mut src: Source, device: &Device) -> Result<Llama, TrainerError> {
+        let family = config.family();
         let shapes = expected_shapes(&config);
         let shape = |name: &str| -> Vec<usize> { shapes.get(name).cloned().unwrap_or_default() };
         let embed = src.take(
@@ -300,14 +397,29 @@ impl Llama {
             let mut linears = Vec::with_capacity(LINEAR_MODULES.len());
             for module in LINEAR_MODULES {
                 let name = linear_weight_name(i, module);
+                let weight = src.take(&name, &shape(&name))?;
+                let bias = if has_bias(family, module) {
+                    let name = linear_bias_name(i, module);
+                    Some(src.take(&name, &shape(&name))?)
+                } else {
+                    None
+                };
                 linears.push(Linear {
-                    weight: src.take(&name, &shape(&name))?,
+                    weight,
+                    bias,
                     lora: None,
                 });
             }
+            let qk_norm = if family.qk_norm() {
+                let [q, k] = qk_norm_names(i);
+                Some((src.take(&q, &shape(&q))?, src.take(&k, &shape(&k))?))
+            } else {
+                None
+            };
             layers.push(Layer {
                 input_norm,
                 post_norm,
+                qk_norm,
                 linears,
             });
         }
@@ -317,6 +429,7 @@ impl Llama {
         } else {
             Some(src.take("lm_head.weight", &shape("lm_head.weight"))?)
         };
+        src.finish(family)?;
         let inv_freq = inv_freq(&config).map_err(|message| TrainerError::ModelConfig {
             file: PathBuf::from("config.json"),
             message,
@@ -331,12 +444,18 @@ impl Llama {
             trainable: BTreeMap::new(),
             lora: None,
             inv_freq,
+            family,
         })
     }
 
     /// The architecture.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// The model family (from the config).
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// The device the weights live on.
@@ -380,6 +499,14 @@ impl Llama {
             )?;
             for (module, lin) in LINEAR_MODULES.iter().zip(layer.linears.iter_mut()) {
                 promote(linear_weight_name(i, module), &mut lin.weight)?;
+                if let Some(b) = lin.bias.as_mut() {
+                    promote(linear_bias_name(i, module), b)?;
+                }
+            }
+            if let Some((q, k)) = layer.qk_norm.as_mut() {
+                let [qn, kn] = qk_norm_names(i);
+                promote(qn, q)?;
+                promote(kn, k)?;
             }
         }
         self.trainable.extend(trainable);
@@ -406,6 +533,14 @@ impl Llama {
             );
             for (module, lin) in LINEAR_MODULES.iter().zip(layer.linears.iter()) {
                 m.insert(linear_weight_name(i, module), lin.weight.clone());
+                if let Some(b) = &lin.bias {
+                    m.insert(linear_bias_name(i, module), b.clone());
+                }
+            }
+            if let Some((q, k)) = &layer.qk_norm {
+                let [qn, kn] = qk_norm_names(i);
+                m.insert(qn, q.clone());
+                m.insert(kn, k.clone());
             }
         }
         m
@@ -438,7 +573,11 @@ impl Llama {
         let ids = input_ids.flatten_all()?;
         let mut x = self.embed.index_select(&ids, 0)?; // [b·t, d]
         let (cos, sin) = self.rope_tables(t)?;
-        let mask = causal_mask(t, &self.device)?;
+        let window = match self.family {
+            Family::Mistral => self.config.sliding_window,
+            _ => None,
+        };
+        let mask = causal_mask(t, window, &self.device)?;
         for layer in &self.layers {
             let h = rms_norm(&x, &layer.input_norm, self.config.rms_norm_eps)?;
             let a = self.attention(layer, &h, b, t, &cos, &sin, &mask, dropout.as_deref_mut())?;
@@ -476,8 +615,16 @@ impl Llama {
         let heads = |x: Tensor, n: usize| -> candle_core::Result<Tensor> {
             x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
         };
-        let q = apply_rope(&heads(q, nh)?, cos, sin)?;
-        let k = repeat_kv(apply_rope(&heads(k, nkv)?, cos, sin)?, nh / nkv)?;
+        let (q, k) = (heads(q, nh)?, heads(k, nkv)?);
+        let (q, k) = match &layer.qk_norm {
+            None => (q, k),
+            Some((qn, kn)) => (
+                rms_norm(&q, qn, self.config.rms_norm_eps)?,
+                rms_norm(&k, kn, self.config.rms_norm_eps)?,
+            ),
+        };
+        let q = apply_rope(&q, cos, sin)?;
+        let k = repeat_kv(apply_rope(&k, cos, sin)?, nh / nkv)?;
         let v = repeat_kv(heads(v, nkv)?, nh / nkv)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
         let probs = softmax_last_dim(&scores.broadcast_add(mask)?)?;
@@ -547,12 +694,19 @@ fn inv_freq(config: &LlamaConfig) -> Result<Vec<f64>, String> {
     })
 }
 
-/// `[t, t]` additive causal mask: 0 on and below the diagonal, -inf above.
-fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// `[t, t]` additive causal mask: 0 on and below the diagonal, -inf above; with a sliding
+/// `window` `w`, also -inf where `j <= i - w` (query `i` sees keys `i-w+1 ..= i`, as
+/// `transformers` 4.38.2 `_make_causal_mask` with `diagonal = 1 - w`).
+fn causal_mask(t: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
     let mut m = vec![0f32; t * t];
     for i in 0..t {
         for j in i + 1..t {
             m[i * t + j] = f32::NEG_INFINITY;
+        }
+        if let Some(w) = window {
+            for j in 0..(i + 1).saturating_sub(w) {
+                m[i * t + j] = f32::NEG_INFINITY;
+            }
         }
     }
     Tensor::from_vec(m, (t, t), device)

@@ -1,6 +1,8 @@
 //! Test helpers: tiny random Llama checkpoints on disk, a word-level tokenizer, synthetic data.
 #![allow(dead_code)]
 
+pub mod families;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
