@@ -27,6 +27,8 @@
 #   BENCH_STEPS_A, BENCH_STEPS_B, BENCH_STEPS_S, BENCH_STEPS_Q   optimizer steps per run
 #                    (default 30, 10, 4 and 3: the whole benchmark fits in ~15 minutes on 2 cores)
 #   BENCH_CONFIGS    which configs (default "a b s q")
+#   BENCH_WARMUP=0   skip the untimed warm-up runs (default 1)
+#   BENCH_EVAL_EXAMPLES  examples `trainprov eval` reads (default 16)
 #   BENCH_NO_BUILD=1 skip `cargo build --release -p trainprov`
 #   BENCH_TRAINPROV  use this trainprov binary (implies BENCH_NO_BUILD=1)
 #   BENCH_VENV       Python venv with torch, transformers 4.38.2, peft 0.10.0 (default: the
@@ -121,7 +123,7 @@ for c in $configs; do
     --max-pos $((seq * 2)) --seed 1 --rope-theta "$theta" "${tie[@]}" 2>>"$work/logs/fixtures.log"
   "$py" bench/bench_train_peft.py make-data "$work/data-$c.jsonl" --examples 256 \
     --chars $((seq + 32)) --seed 2
-  head -n 16 "$work/data-$c.jsonl" >"$work/eval-$c.jsonl"
+  head -n "${BENCH_EVAL_EXAMPLES:-16}" "$work/data-$c.jsonl" >"$work/eval-$c.jsonl"
   cat >"$work/train-$c.toml" <<EOF
 # bench-train config $c (written by bench/bench-train.sh)
 [model]
@@ -231,9 +233,11 @@ rows=(tp tp1 tpn pt pt1)
 : >"$work/load.tsv"
 for c in $configs; do
   wait_idle
-  log "config $c: warm-up (untimed): trainprov and PyTorch once each"
-  run "$c" tp warmup >/dev/null
-  run "$c" pt warmup >/dev/null
+  if [[ "${BENCH_WARMUP:-1}" != 0 ]]; then
+    log "config $c: warm-up (untimed): trainprov and PyTorch once each"
+    run "$c" tp warmup >/dev/null
+    run "$c" pt warmup >/dev/null
+  fi
   la0=$(cut -d' ' -f1 /proc/loadavg)
   own0=$(own_cpu); load0=$(cpu_jiffies); wall0=$(date +%s.%N)
   for ((i = 1; i <= runs; i++)); do
@@ -267,7 +271,8 @@ if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then c
 {
   for kv in "BENCH_RUNS=$runs" "BENCH_CONFIGS=$configs" "BENCH_SHAPE_A=${shape[a]}" \
       "BENCH_SHAPE_B=${shape[b]}" "BENCH_SHAPE_S=${shape[s]}" "BENCH_SHAPE_Q=${shape[q]}" \
-      "BENCH_CORES=$cores" \
+      "BENCH_CORES=$cores" "BENCH_WARMUP=${BENCH_WARMUP:-1}" \
+      "BENCH_EVAL_EXAMPLES=${BENCH_EVAL_EXAMPLES:-16}" \
       "BENCH_CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
       "BENCH_MEM=$(awk '/^MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" \
       "BENCH_TP_VERSION=$("$trainprov" --version)" "BENCH_COMMIT=$commit" \
@@ -418,7 +423,7 @@ section = "\n".join([
     "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     *lines,
     "",
-    "`trainprov eval` on 16 examples of the config's data (same seq and batch), base alone vs with the adapter "
+    f"`trainprov eval` on {env['BENCH_EVAL_EXAMPLES']} examples of the config's data (same seq and batch), base alone vs with the adapter "
     "trained above (whole process, `/usr/bin/time`; default threads):",
     "",
     "| config | base s | with adapter s | ratio | base peak RSS MiB | with adapter MiB | ratio | target ≤1.2x |",
@@ -444,7 +449,8 @@ section = "\n".join([
     "for trainprov also hashing and snapshotting the inputs, writing the adapter, the run record and signing; "
     "for PyTorch also the Python, torch and transformers imports. Peak RSS is `/usr/bin/time -f %M` of the "
     "process; \"RSS / f32 weights\" divides it by the parameter count × 4 bytes.",
-    f"- **Runs:** one untimed warm-up of trainprov and PyTorch per config, then {runs} timed runs per row, "
+    ("- **Runs:** one untimed warm-up of trainprov and PyTorch per config, then " if env["BENCH_WARMUP"] != "0"
+     else "- **Runs:** no warm-up (`BENCH_WARMUP=0`), ") + f"{runs} timed run(s) per row, "
     "rows in rotating order. \"vs PEFT's best\" is steps/s relative to the faster PyTorch row. "
     "\"threads\" is what the run record says (`internalParameters.trainer.threads`, "
     "`elementwiseThreads`, `threadsChosenBy`).",

@@ -143,7 +143,8 @@ fn half_checkpoint(dir: &std::path::Path, dtype: DType) -> BTreeMap<String, Tens
         .iter()
         .map(|(k, v)| (k.clone(), v.to_dtype(dtype).expect("half")))
         .collect();
-    candle_core::safetensors::save(&half, dir.join(WEIGHTS_FILE)).expect("save half");
+    let map: std::collections::HashMap<String, Tensor> = half.clone().into_iter().collect();
+    candle_core::safetensors::save(&map, dir.join(WEIGHTS_FILE)).expect("save half");
     // The f32 values a load-time conversion would have produced.
     half.into_iter()
         .map(|(k, v)| (k, v.to_dtype(DType::F32).expect("f32")))
