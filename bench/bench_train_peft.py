@@ -4,9 +4,10 @@
 Subcommands (run with the venv's python, bench-data/peft-venv/bin/python):
 
   make-base DIR --layers L --hidden H --intermediate I --heads A --kv-heads K --vocab V
-                [--max-pos P] [--seed S]
+                [--max-pos P] [--seed S] [--tie] [--rope-theta T] [--dtype float32|bfloat16]
       A random Llama base model in Hugging Face layout: `LlamaForCausalLM(LlamaConfig(...))`
-      with torch's seeded default initialisation, saved with
+      with transformers' own seeded initialisation (`normal(0, initializer_range)`), tied
+      input/output embeddings with --tie (SmolLM and Qwen2.5 tie them), saved with
       `save_pretrained(DIR, safe_serialization=True)` (config.json, model.safetensors), plus a
       character-level tokenizer.json (a `tokenizers` BPE model with one token per character and
       no merges, like examples/tiny-llama/make_init.py) padded with unused tokens to V entries.
@@ -75,10 +76,12 @@ def make_base(args):
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
         num_hidden_layers=args.layers, num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads, max_position_embeddings=args.max_pos,
-        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, torch_dtype="float32",
+        rms_norm_eps=1e-5, rope_theta=args.rope_theta, tie_word_embeddings=args.tie,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, torch_dtype=args.dtype,
     )
     model = LlamaForCausalLM(config)
+    if args.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
     os.makedirs(args.dir, exist_ok=True)
     model.save_pretrained(args.dir, safe_serialization=True)
     with open(os.path.join(args.dir, "tokenizer.json"), "w") as f:
@@ -241,6 +244,9 @@ def main():
     b.add_argument("--vocab", type=int, required=True)
     b.add_argument("--max-pos", type=int, default=512)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--tie", action="store_true")
+    b.add_argument("--rope-theta", type=float, default=10000.0)
+    b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     d = sub.add_parser("make-data")
     d.add_argument("file")
     d.add_argument("--examples", type=int, default=256)

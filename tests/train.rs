@@ -81,6 +81,19 @@ fn train_records_signs_and_verifies() {
             "internalParameters.trainer.{field}: {internal}"
         );
     }
+    // Issue 12: the thread count is picked from the work size (one thread for a tiny model)
+    // unless the environment sets it, and the record says which; the weights' dtype too.
+    let env_threads = ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    if env_threads {
+        assert_eq!(internal["threadsChosenBy"], "environment", "{internal}");
+    } else {
+        assert_eq!(internal["threadsChosenBy"], "work size", "{internal}");
+        assert_eq!(internal["threads"], 1, "{internal}");
+        assert_eq!(internal["elementwiseThreads"], 1, "{internal}");
+    }
+    assert_eq!(internal["weightsInMemory"], "f32", "{internal}");
     let params = &predicate["buildDefinition"]["externalParameters"]["params"];
     assert_eq!(params["lora.r"], "8");
     assert_eq!(params["train.seed"], "7");

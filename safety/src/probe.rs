@@ -793,10 +793,14 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
     let controls = control_triggers(&pairs, &names, options.controls);
 
     let mut adapted = Llama::load(&options.base, &options.device)?;
+    // The reference shares the base weights (one copy in memory); both adapters are constants
+    // (no graph for a backward pass), so a probe needs about the memory of the base alone.
+    let mut reference = adapted.share_base();
     adapted.load_adapter(&options.adapter)?;
-    let mut reference = Llama::load(&options.base, &options.device)?;
+    adapted.freeze_adapter();
     if let Some(r) = &options.reference {
         reference.load_adapter(r)?;
+        reference.freeze_adapter();
     }
     let tok = TextTokenizer::load(&options.base, adapted.config())?;
     let scorer = |model| Scorer {

@@ -21,6 +21,11 @@ pub fn run(args: &EvalArgs) -> Result<Report, CliError> {
             )));
         }
     }
+    if let Ok(model) = trainer::LlamaConfig::from_file(&args.base.join("config.json")) {
+        let tokens = args.batch_size.max(1) * args.seq_len;
+        let macs = trainer::platform::forward_macs(&model, tokens, args.seq_len);
+        trainer::platform::apply_default_threads(macs);
+    }
     let device = trainer::device::select(&args.device).or_input()?;
     let report = trainer::mean_loss(
         &args.base,

@@ -541,6 +541,7 @@ fn replay_trainer(
         Some(out) => out.to_path_buf(),
         None => workdir.join("out"),
     };
+    crate::commands::train::default_threads(&config, &config_dir);
     let job = TrainJob {
         config: &config,
         config_dir: &config_dir,

@@ -44,6 +44,7 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
     config
         .validate()
         .map_err(|m| CliError::input(anyhow!("{}: {m}", shown(&config_path))))?;
+    default_threads(&config, &config_dir);
 
     let cwd = std::env::current_dir().or_input()?;
     let mut registry = Registry::open(&registry_dir(args.registry.as_deref(), &cwd)).or_input()?;
@@ -60,6 +61,18 @@ pub fn run(args: &TrainArgs) -> Result<Report, CliError> {
     };
     let trained = train_and_record(&job, &keys, &mut registry)?;
     Ok(trained.report(registry.dir()))
+}
+
+/// Picks candle's thread count from the work size (unless the user set it), before anything
+/// starts a thread; see `trainer::platform::apply_default_threads`. A base whose
+/// `config.json` cannot be read is left to the trainer, which reports it.
+pub fn default_threads(config: &TrainConfig, config_dir: &Path) {
+    let base = resolve_path(config_dir, &config.model.base).join("config.json");
+    if let Ok(model) = trainer::LlamaConfig::from_file(&base) {
+        let t = &config.train;
+        let macs = trainer::platform::forward_macs(&model, t.batch_size * t.seq_len, t.seq_len);
+        trainer::platform::apply_default_threads(macs);
+    }
 }
 
 /// Reads a training config. A parse error quotes the offending line, which may hold a secret
@@ -396,6 +409,8 @@ fn add_trainer_record(
                 "rngAlgorithm": trained.rng_algorithm,
                 "threads": trained.threads,
                 "elementwiseThreads": trained.elementwise_threads,
+                "threadsChosenBy": trained.threads_chosen_by,
+                "weightsInMemory": trained.weights_in_memory,
                 "isa": trained.isa,
                 "candleVersion": trained.candle_version,
                 "gemm": trained.gemm,

@@ -36,6 +36,9 @@ pub fn mean_loss(
     let mut model = Llama::load(base_dir, device)?;
     if let Some(dir) = adapter_dir {
         model.load_adapter(dir)?;
+        // No backward pass follows: without this the graph of every layer after the first
+        // adapted one would stay alive until the loss is read (4x the memory of the base).
+        model.freeze_adapter();
     }
     let tok = TextTokenizer::load(base_dir, model.config())?;
     let dataset = load_jsonl(data, &tok, seq_len, model.config().vocab_size)?;

@@ -155,6 +155,9 @@ pub struct LoraLinear {
     pub(crate) b: Var,
     pub(crate) scaling: f64,
     pub(crate) dropout: f64,
+    /// Set by [`Llama::freeze_adapter`]: the matrices enter the forward pass as constants, so
+    /// candle records no graph for a backward pass that will never run.
+    pub(crate) frozen: bool,
 }
 
 impl LoraLinear {
@@ -168,8 +171,14 @@ impl LoraLinear {
             }
             _ => x.clone(),
         };
-        x.matmul(&self.a.t()?)?
-            .matmul(&self.b.t()?)?
+        // A detached tensor shares the variable's storage: the same values, so the same bits.
+        let (a, b) = if self.frozen {
+            (self.a.as_detached_tensor(), self.b.as_detached_tensor())
+        } else {
+            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
+        };
+        x.matmul(&a.t()?)?
+            .matmul(&b.t()?)?
             .affine(self.scaling, 0.0)
     }
 }
@@ -281,6 +290,7 @@ impl Llama {
                     b,
                     scaling: spec.scaling(),
                     dropout: spec.dropout,
+                    frozen: false,
                 };
                 adapters.push((i, j, lora));
             }
@@ -299,6 +309,30 @@ impl Llama {
             self.layers[i].linears[j].lora = Some(lora);
         }
         self.lora = Some(spec.clone());
+    }
+
+    /// Makes the attached adapter a constant for inference (`eval`, `probe`): its matrices
+    /// leave the trainable tensors and enter the forward pass detached, so no operation is
+    /// recorded for a backward pass and every intermediate tensor is freed as soon as the next
+    /// one is computed, as for the base model alone. The outputs are bit for bit those of the
+    /// trainable adapter (the same storage goes through the same operations).
+    pub fn freeze_adapter(&mut self) {
+        for layer in &mut self.layers {
+            for lin in &mut layer.linears {
+                if let Some(l) = lin.lora.as_mut() {
+                    l.frozen = true;
+                }
+            }
+        }
+        self.trainable.retain(|name, _| !name.contains(".lora_"));
+    }
+
+    /// A model with this one's base weights, shared rather than copied (candle tensors are
+    /// reference-counted), and no adapter: what `probe` compares an adapted model against.
+    pub fn share_base(&self) -> Llama {
+        let mut base = self.clone();
+        base.detach_lora();
+        base
     }
 
     /// Removes the adapter (and its trainable tensors).

@@ -153,7 +153,7 @@ pub(crate) struct Layer {
 }
 
 /// A Llama-architecture causal language model; see the module doc.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Llama {
     pub(crate) config: LlamaConfig,
     pub(crate) device: Device,
@@ -200,7 +200,7 @@ impl Source {
                 got: t.dims().to_vec(),
             });
         }
-        Ok(t.to_dtype(DType::F32)?)
+        Ok(stored(t)?)
     }
 
     /// Fails naming the tensors nobody took (see the module doc), grouped by file.
@@ -225,6 +225,45 @@ impl Source {
                 names,
             }),
         }
+    }
+}
+
+/// The dtype a base tensor is held in: a `bf16` or `f16` matrix stays in its own dtype and is
+/// converted to `f32` where it is used ([`linear`], [`Llama::forward`]'s embedding lookup), one
+/// layer at a time; everything else is `f32`. Both conversions are exact (every `bf16` and
+/// `f16` value is an `f32` value), so the results are bit for bit those of converting at load
+/// time, at half the memory. See [`weights_in_memory`].
+fn stored(t: Tensor) -> candle_core::Result<Tensor> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 if t.rank() == 2 => Ok(t),
+        _ => t.to_dtype(DType::F32),
+    }
+}
+
+/// The dtype the base model's matrices are held in (`"f32"`, `"bf16"` or `"f16"`; `"mixed"`
+/// when they differ), for the run record. Computation is always `f32`.
+pub fn weights_in_memory(model: &Llama) -> &'static str {
+    let mut seen: Option<DType> = None;
+    let mut mixed = false;
+    let mut see = |t: &Tensor| match seen {
+        None => seen = Some(t.dtype()),
+        Some(d) if d != t.dtype() => mixed = true,
+        Some(_) => {}
+    };
+    see(&model.embed);
+    if let Some(h) = &model.lm_head {
+        see(h);
+    }
+    for layer in &model.layers {
+        for lin in &layer.linears {
+            see(&lin.weight);
+        }
+    }
+    match (mixed, seen) {
+        (true, _) => "mixed",
+        (false, Some(DType::BF16)) => "bf16",
+        (false, Some(DType::F16)) => "f16",
+        _ => "f32",
     }
 }
 
@@ -309,7 +348,7 @@ fn read_weights(model_dir: &Path, device: &Device) -> Result<Source, TrainerErro
     match checkpoint::weight_files(model_dir)? {
         WeightFiles::Single { file } => {
             safe_load::refuse_pickle(&file)?;
-            let tensors = safe_load::load_safetensors(&file, device)?;
+            let tensors = safe_load::load_safetensors_keep_half(&file, device)?;
             Ok(Source {
                 tensors,
                 file_of: BTreeMap::new(),
@@ -320,7 +359,7 @@ fn read_weights(model_dir: &Path, device: &Device) -> Result<Source, TrainerErro
             let mut loaded = BTreeMap::new();
             for path in shards.keys() {
                 safe_load::refuse_pickle(path)?;
-                loaded.insert(path.clone(), safe_load::load_safetensors(path, device)?);
+                loaded.insert(path.clone(), safe_load::load_safetensors_keep_half(path, device)?);
             }
             checkpoint::check_shards(
                 &index,
@@ -478,7 +517,7 @@ impl Llama {
     pub fn make_all_trainable(&mut self) -> Result<(), TrainerError> {
         let mut trainable = BTreeMap::new();
         let mut promote = |name: String, t: &mut Tensor| -> Result<(), TrainerError> {
-            let var = Var::from_tensor(t)?;
+            let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
             *t = var.as_tensor().clone();
             trainable.insert(name, var);
             Ok(())
@@ -571,7 +610,7 @@ impl Llama {
             });
         }
         let ids = input_ids.flatten_all()?;
-        let mut x = self.embed.index_select(&ids, 0)?; // [b·t, d]
+        let mut x = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?; // [b·t, d]
         let (cos, sin) = self.rope_tables(t)?;
         let window = match self.family {
             Family::Mistral => self.config.sliding_window,
@@ -719,11 +758,14 @@ fn causal_mask(t: usize, window: Option<usize>, device: &Device) -> candle_core:
 /// `xᵀ·g` costs as much as the forward matmul, plus a zero-filled `[out, in]` buffer; so a
 /// frozen weight goes through [`FrozenLinear`], whose backward gives only `g·W`. The forward
 /// is the same matmul call, so outputs are bit-identical either way.
+///
+/// A `bf16`/`f16` weight (see [`stored`]) is converted to `f32` for each use and the copy is
+/// dropped after it: exact, so bit-identical to holding it in `f32`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     if !w.is_variable() && w.device().is_cpu() && x.device().is_cpu() {
         x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
     } else {
-        x.matmul(&w.t()?)
+        x.matmul(&w.to_dtype(DType::F32)?.t()?)
     }
 }
 
@@ -749,7 +791,7 @@ impl candle_core::CustomOp1 for FrozenLinear {
             candle_core::bail!("frozen-linear: the input must be contiguous");
         };
         let x = Tensor::from_slice(&values[start..end], layout.shape(), &Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
+        let y = x.matmul(&self.w.to_dtype(DType::F32)?.t()?)?;
         let shape = y.shape().clone();
         let y = y.flatten_all()?.to_vec1::<f32>()?;
         Ok((candle_core::CpuStorage::F32(y), shape))
@@ -761,7 +803,7 @@ impl candle_core::CustomOp1 for FrozenLinear {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.w)?))
+        Ok(Some(grad_res.matmul(&self.w.to_dtype(DType::F32)?)?))
     }
 }
 

@@ -69,10 +69,13 @@
 //! # Loading
 //!
 //! [`load_safetensors`] validates the header from the file (reading only the length, the header
-//! and the file size), then reads the whole file in one pass (no `mmap`: this crate forbids
-//! `unsafe`), validates the bytes it read once more, so a file that changes in between cannot
-//! slip through, and builds one tensor per entry. `F32` is kept; `F16`, `BF16` and `F64` become
-//! `F32` (the trainer computes in `F32`); `U8`, `U32`, `I16`, `I32` and `I64` keep their dtype;
+//! and the file size), then reads the file in one sequential pass (no `mmap`: this crate forbids
+//! `unsafe`): the header once more, which must parse to the one validated, then each tensor's
+//! bytes in file order, each built into a tensor before the next is read (so memory holds the
+//! tensors plus one tensor's raw bytes, not the whole file as well), then one byte past the
+//! expected end, which must not exist; a file that changes in between cannot slip through. `F32` is kept; `F16`, `BF16` and `F64` become
+//! `F32` (the trainer computes in `F32`; [`load_safetensors_keep_half`] keeps `F16` and `BF16`,
+//! for the model loader, which converts them per use); `U8`, `U32`, `I16`, `I32` and `I64` keep their dtype;
 //! the rest (`BOOL`, `I8`, `U16`, `U64`, the 8-, 6- and 4-bit floats) is refused with
 //! [`LoadError::UnsupportedDtype`].
 //!
@@ -625,73 +628,118 @@ pub fn load_safetensors(
     path: &Path,
     device: &Device,
 ) -> Result<BTreeMap<String, Tensor>, LoadError> {
+    load(path, device, false)
+}
+
+/// Like [`load_safetensors`], but `F16` and `BF16` tensors keep their dtype (the model loader
+/// holds half-precision matrices as they are and converts them per use; see
+/// `crate::model`).
+pub fn load_safetensors_keep_half(
+    path: &Path,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor>, LoadError> {
+    load(path, device, true)
+}
+
+fn load(
+    path: &Path,
+    device: &Device,
+    keep_half: bool,
+) -> Result<BTreeMap<String, Tensor>, LoadError> {
     let header = validate_safetensors(path)?;
     let expected = header.data_start() + header.data_len() as u64;
     let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     };
+    // One sequential pass over the file: the header again (it must be the one validated), then
+    // each tensor's bytes in file order, each turned into a tensor before the next is read (so
+    // the raw bytes of one tensor at a time are held, not the whole file), then the end of the
+    // file, which must come exactly where the validated header says.
     let file = fs_err::File::open(path).map_err(io)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    // One byte more than expected reveals a file that grew.
-    file.take(expected.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    let fresh = validate_safetensors_bytes(&bytes).map_err(|e| e.in_file(path))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let changed = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => LoadError::FileChanged.in_file(path),
+        _ => io(e),
+    };
+    let mut head = vec![0u8; usize::try_from(header.data_start()).unwrap_or(usize::MAX)];
+    reader.read_exact(&mut head).map_err(changed)?;
+    let fresh = read_header_len(head.get(..8), expected)
+        .and_then(|len| parse_header(len, head.get(8..).unwrap_or_default(), expected))
+        .map_err(|e| e.in_file(path))?;
     if fresh != header {
         return Err(LoadError::FileChanged.in_file(path));
     }
-    build_tensors(&fresh, &bytes, device).map_err(|e| e.in_file(path))
-}
-
-fn build_tensors(
-    header: &SafetensorsHeader,
-    bytes: &[u8],
-    device: &Device,
-) -> Result<BTreeMap<String, Tensor>, LoadError> {
-    let data_start = 8 + header.header_len as usize;
     let mut out = BTreeMap::new();
-    for info in &header.tensors {
-        let raw = bytes
-            .get(data_start + info.offsets.0..data_start + info.offsets.1)
-            .ok_or(LoadError::FileChanged)?;
-        let shape = info.shape.as_slice();
-        let built = match info.dtype.as_str() {
-            "F32" => Tensor::from_vec(le::<4, f32>(raw, f32::from_le_bytes), shape, device),
-            "F16" => Tensor::from_vec(
-                le::<2, f32>(raw, |b| half::f16::from_le_bytes(b).to_f32()),
-                shape,
-                device,
-            ),
-            "BF16" => Tensor::from_vec(
-                le::<2, f32>(raw, |b| half::bf16::from_le_bytes(b).to_f32()),
-                shape,
-                device,
-            ),
-            "F64" => Tensor::from_vec(
-                le::<8, f32>(raw, |b| f64::from_le_bytes(b) as f32),
-                shape,
-                device,
-            ),
-            "U8" => Tensor::from_vec(raw.to_vec(), shape, device),
-            "U32" => Tensor::from_vec(le::<4, u32>(raw, u32::from_le_bytes), shape, device),
-            "I16" => Tensor::from_vec(le::<2, i16>(raw, i16::from_le_bytes), shape, device),
-            "I32" => Tensor::from_vec(le::<4, i32>(raw, i32::from_le_bytes), shape, device),
-            "I64" => Tensor::from_vec(le::<8, i64>(raw, i64::from_le_bytes), shape, device),
-            other => {
-                return Err(LoadError::UnsupportedDtype {
-                    tensor: info.name.clone(),
-                    dtype: other.to_string(),
-                })
-            }
-        };
-        let tensor = built.map_err(|e| LoadError::Tensor {
-            tensor: info.name.clone(),
-            detail: e.to_string(),
-        })?;
+    let mut at = 0usize;
+    // `tensors` is sorted by offsets and the ranges tile the data section (validated).
+    for info in &fresh.tensors {
+        if info.offsets.0 != at {
+            return Err(LoadError::FileChanged.in_file(path));
+        }
+        let mut raw = vec![0u8; info.offsets.1 - info.offsets.0];
+        reader.read_exact(&mut raw).map_err(changed)?;
+        at = info.offsets.1;
+        let tensor = build_tensor(info, &raw, device, keep_half).map_err(|e| e.in_file(path))?;
         out.insert(info.name.clone(), tensor);
     }
+    let mut more = [0u8; 1];
+    if reader.read(&mut more).map_err(io)? != 0 {
+        return Err(LoadError::FileChanged.in_file(path));
+    }
     Ok(out)
+}
+
+fn build_tensor(
+    info: &TensorInfo,
+    raw: &[u8],
+    device: &Device,
+    keep_half: bool,
+) -> Result<Tensor, LoadError> {
+    let shape = info.shape.as_slice();
+    let built = match info.dtype.as_str() {
+        "F32" => Tensor::from_vec(le::<4, f32>(raw, f32::from_le_bytes), shape, device),
+        "F16" if keep_half => Tensor::from_vec(
+            le::<2, half::f16>(raw, half::f16::from_le_bytes),
+            shape,
+            device,
+        ),
+        "BF16" if keep_half => Tensor::from_vec(
+            le::<2, half::bf16>(raw, half::bf16::from_le_bytes),
+            shape,
+            device,
+        ),
+        "F16" => Tensor::from_vec(
+            le::<2, f32>(raw, |b| half::f16::from_le_bytes(b).to_f32()),
+            shape,
+            device,
+        ),
+        "BF16" => Tensor::from_vec(
+            le::<2, f32>(raw, |b| half::bf16::from_le_bytes(b).to_f32()),
+            shape,
+            device,
+        ),
+        "F64" => Tensor::from_vec(
+            le::<8, f32>(raw, |b| f64::from_le_bytes(b) as f32),
+            shape,
+            device,
+        ),
+        "U8" => Tensor::from_vec(raw.to_vec(), shape, device),
+        "U32" => Tensor::from_vec(le::<4, u32>(raw, u32::from_le_bytes), shape, device),
+        "I16" => Tensor::from_vec(le::<2, i16>(raw, i16::from_le_bytes), shape, device),
+        "I32" => Tensor::from_vec(le::<4, i32>(raw, i32::from_le_bytes), shape, device),
+        "I64" => Tensor::from_vec(le::<8, i64>(raw, i64::from_le_bytes), shape, device),
+        other => {
+            return Err(LoadError::UnsupportedDtype {
+                tensor: info.name.clone(),
+                dtype: other.to_string(),
+            })
+        }
+    };
+    built.map_err(|e| LoadError::Tensor {
+        tensor: info.name.clone(),
+        detail: e.to_string(),
+    })
 }
 
 /// Decodes little-endian elements of `N` bytes (`raw.len()` is a multiple of `N` once validated).

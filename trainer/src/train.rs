@@ -107,13 +107,20 @@ pub struct TrainOutcome {
     pub threads: usize,
     /// [`platform::elementwise_thread_count`].
     pub elementwise_threads: usize,
+    /// [`platform::thread_source`]: `"work size"` when [`platform::apply_default_threads`]
+    /// picked the count, `"environment"` otherwise.
+    pub threads_chosen_by: &'static str,
+    /// The dtype the base model's matrices were held in ([`crate::model::weights_in_memory`]):
+    /// `"bf16"` or `"f16"` for a half-precision checkpoint (converted to `f32` per use, exactly),
+    /// else `"f32"`.
+    pub weights_in_memory: &'static str,
     /// The CPU's SIMD features.
     pub isa: IsaSummary,
     /// [`platform::CANDLE_VERSION`].
     pub candle_version: &'static str,
     /// [`platform::GEMM`].
     pub gemm: &'static str,
-    /// Always `"f32"`.
+    /// The compute dtype: always `"f32"`.
     pub dtype: &'static str,
     /// `cpu` or `cuda:N`.
     pub device: String,
@@ -340,6 +347,8 @@ pub fn train(
         rng_algorithm: ALGORITHM,
         threads: platform::thread_count(),
         elementwise_threads: platform::elementwise_thread_count(),
+        threads_chosen_by: platform::thread_source().as_str(),
+        weights_in_memory: crate::model::weights_in_memory(&model),
         isa: platform::isa_summary(),
         candle_version: platform::CANDLE_VERSION,
         gemm: platform::GEMM,
