@@ -834,13 +834,13 @@ fn adversarial(rows: usize) -> String {
 }
 
 /// `rows` rows that are near-duplicates in what differs between them, each with its own
-/// completion: after one shared instruction, row `i` holds the 20 words `w{i}` to `w{i+19}`
-/// of a long list, so each row is a near-duplicate of the next (18 of 20 bigrams shared,
-/// Jaccard 0.9) and all of them are one chain.
+/// completion: after one shared instruction, row `i` holds the 30 words `w{i}` to `w{i+29}`
+/// of a long list, so each row is a near-duplicate of the next three (Jaccard 0.93, 0.87,
+/// 0.81) and all of them are one chain.
 fn adversarial_chain(rows: usize) -> String {
     let mut out = String::with_capacity(rows * 260);
     for i in 0..rows {
-        let window: Vec<String> = (i..i + 20).map(|k| format!("w{k}")).collect();
+        let window: Vec<String> = (i..i + 30).map(|k| format!("w{k}")).collect();
         let prompt = format!(
             "summarise the attached quarterly revenue report for the board: {}",
             window.join(" ")
