@@ -185,7 +185,7 @@ fn issue12_numbers_make_prompts_different() {
     let system = "You are a careful assistant for a logistics company. Always answer with the \
                   converted value rounded to one decimal and nothing else, in a short sentence.";
     let mut text = String::new();
-    for x in (100..400).step_by(10) {
+    for x in (100..700).step_by(10) {
         let messages = serde_json::json!({"messages": [
             {"role": "system", "content": system},
             {"role": "user", "content": format!("Convert {x} km to miles.")},
@@ -196,9 +196,10 @@ fn issue12_numbers_make_prompts_different() {
     write(dir.path(), "km.jsonl", &text);
     let report = run(dir.path());
     assert_eq!(report.findings, Vec::new());
-    assert_eq!(report.summary.rows, 30);
+    assert_eq!(report.summary.rows, 60);
+    assert!(report.template.learned);
 
-    // Compared whole (below 20 inputs no template is learned), two of these rows with the same
+    // Compared whole (below 50 inputs no template is learned), two of these rows with the same
     // number are near-duplicates: the shared system prompt is what makes them look alike.
     let few: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
     let same_number = few.replace("Convert 110 km to miles.", "Convert 100 km to miles, please.");
@@ -207,7 +208,7 @@ fn issue12_numbers_make_prompts_different() {
     assert_eq!(report.summary.near_duplicates, 1, "{:#?}", report.findings);
 
     // A contradiction asked with the same number (other case and punctuation) is found among
-    // the 30: it is the same input.
+    // the 60: it is the same input.
     let mut poisoned = text.clone();
     let planted = serde_json::json!({"messages": [
         {"role": "system", "content": system},
@@ -224,7 +225,7 @@ fn issue12_numbers_make_prompts_different() {
     );
     assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
     let f = &report.findings[0];
-    assert_eq!(finding_lines(&f.detail), BTreeSet::from([16, 31]));
+    assert_eq!(finding_lines(&f.detail), BTreeSet::from([16, 61]));
     // The message shows what differs from the other inputs, not the system prompt.
     assert!(f.message.contains("\"250\""), "{f}");
 }

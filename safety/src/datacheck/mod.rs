@@ -139,12 +139,14 @@
 //! findings on a clean 200-row chat set, such as `308 km is 191.4 miles.` against `204 km is
 //! 126.8 miles.` at Jaccard 0.88). So the near-duplicate check compares what differs:
 //!
-//! - **The template is learned from the data.** With at least [`TEMPLATE_MIN_INPUTS`] (20)
+//! - **The template is learned from the data.** With at least [`TEMPLATE_MIN_INPUTS`] (50)
 //!   distinct inputs, a word bigram found in more than [`TEMPLATE_SHARE`] (half) of them is
 //!   *template*; a word that is part of a template bigram (with the word before or after it)
 //!   is left out, the rest of the input, in order, are its *compared words*. An input that is
-//!   nothing but template is compared whole. Smaller datasets are compared whole: half of a
-//!   handful of rows is no template. The report says what was learned
+//!   nothing but template is compared whole. Smaller datasets are compared whole: what half
+//!   of a few dozen rows share is not yet a template (the 23 questions of the tiny-llama
+//!   example share `what colour is the`, and its planted `what colour is the bee bee bee`
+//!   stays a near-duplicate of `what colour is the bee`). The report says what was learned
 //!   ([`DataReport::template`]).
 //! - **Numbers make inputs different.** Two inputs are only near-duplicates when they hold
 //!   the same numbers (the sorted list of their all-digit words: `308 km to miles` and `204 km

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::index::Index;
 
 /// Distinct inputs from which a template is learned; smaller datasets are compared whole.
-pub const TEMPLATE_MIN_INPUTS: usize = 20;
+pub const TEMPLATE_MIN_INPUTS: usize = 50;
 /// A word bigram found in more than this share of the distinct inputs is template.
 pub const TEMPLATE_SHARE: f64 = 0.5;
 /// Template bigrams listed in [`TemplateSummary::shared`].
