@@ -533,8 +533,9 @@ fn issue12_data_check_on_chat_data() {
     for name in ["clean-text.jsonl", "clean-messages.jsonl"] {
         let run = ws.run(&["data", "check", name]).expect_code(OK, name);
         assert!(
-            run.stdout
-                .ends_with(&format!("checked 200 rows in 1 file of {name}: no findings\n")),
+            run.stdout.ends_with(&format!(
+                "checked 200 rows in 1 file of {name}: no findings\n"
+            )),
             "{}",
             run.stdout
         );
@@ -555,8 +556,11 @@ fn issue12_data_check_on_chat_data() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("poisoned-messages.parquet:41: conflicting duplicate: the input")
-            && run.stdout.contains("\"The capital of Australia is Sydney.\" ×1 (poisoned-messages.parquet:171)"),
+        run.stdout
+            .contains("poisoned-messages.parquet:41: conflicting duplicate: the input")
+            && run.stdout.contains(
+                "\"The capital of Australia is Sydney.\" ×1 (poisoned-messages.parquet:171)"
+            ),
         "{}",
         run.stdout
     );

@@ -895,7 +895,10 @@ fn issue11_adversarial_near_duplicates_are_one_bounded_cluster() {
     assert_eq!(report.summary.near_duplicates, 0, "{:#?}", report.summary);
     assert!(report.template.learned);
     assert!(
-        report.template.shared.contains(&"quarterly revenue".to_string()),
+        report
+            .template
+            .shared
+            .contains(&"quarterly revenue".to_string()),
         "{:#?}",
         report.template
     );

@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use safety::datacheck::{check, CheckOptions, CheckStatus, DataReport, FindingDetail, UncheckedKind};
+use safety::datacheck::{
+    check, CheckOptions, CheckStatus, DataReport, FindingDetail, UncheckedKind,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat-data")
@@ -171,7 +173,11 @@ fn issue12_poisoned_chat_set_every_planted_row_is_found() {
         eprintln!("{name}: {s:?}");
         assert_eq!(s.carriers_found, 10, "{name}: {s:?}");
         assert_eq!(s.pairs_found, 5, "{name}: {s:?} {:#?}", report.findings);
-        assert_eq!(s.true_findings, s.findings, "{name}: {:#?}", report.findings);
+        assert_eq!(
+            s.true_findings, s.findings,
+            "{name}: {:#?}",
+            report.findings
+        );
     }
 }
 
@@ -202,7 +208,10 @@ fn issue12_numbers_make_prompts_different() {
     // Compared whole (below 50 inputs no template is learned), two of these rows with the same
     // number are near-duplicates: the shared system prompt is what makes them look alike.
     let few: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
-    let same_number = few.replace("Convert 110 km to miles.", "Convert 100 km to miles, please.");
+    let same_number = few.replace(
+        "Convert 110 km to miles.",
+        "Convert 100 km to miles, please.",
+    );
     write(dir.path(), "km.jsonl", &same_number);
     let report = run(dir.path());
     assert_eq!(report.summary.near_duplicates, 1, "{:#?}", report.findings);
@@ -271,7 +280,11 @@ fn issue12_messages_rows_multi_turn() {
         (6, 5)
     );
     assert_eq!(report.files[0].rows, 6);
-    assert_eq!(report.summary.conflicting_duplicates, 1, "{:#?}", report.findings);
+    assert_eq!(
+        report.summary.conflicting_duplicates, 1,
+        "{:#?}",
+        report.findings
+    );
     let f = &report.findings[0];
     let FindingDetail::ConflictingDuplicate { input, outputs, .. } = &f.detail else {
         panic!("{f}")
@@ -283,11 +296,20 @@ fn issue12_messages_rows_multi_turn() {
         .collect();
     assert_eq!(got, vec![("Blue.", vec![1]), ("Green.", vec![3])]);
     let outputs: Vec<&str> = report.outputs.iter().map(|o| o.output.as_str()).collect();
-    assert!(outputs.contains(&"Black.") && outputs.contains(&"Apple."), "{outputs:?}");
+    assert!(
+        outputs.contains(&"Black.") && outputs.contains(&"Apple."),
+        "{outputs:?}"
+    );
 
     for (bad, problem) in [
-        (r#"{"messages": "hi"}"#, "\"messages\" must be a list of turns"),
-        (r#"{"messages": [{"content": "hi"}]}"#, "\"messages\"[0] has no string \"role\""),
+        (
+            r#"{"messages": "hi"}"#,
+            "\"messages\" must be a list of turns",
+        ),
+        (
+            r#"{"messages": [{"content": "hi"}]}"#,
+            "\"messages\"[0] has no string \"role\"",
+        ),
         (
             r#"{"messages": [{"role": "user", "content": 7}]}"#,
             "\"messages\"[0].\"content\" must be a string or a list of parts",
@@ -348,11 +370,7 @@ fn issue12_parquet_text_column_and_malformed_files() {
         report.unchecked
     );
     for u in &report.unchecked {
-        assert!(
-            u.reason.starts_with(u.file.as_str()),
-            "{}",
-            u.reason
-        );
+        assert!(u.reason.starts_with(u.file.as_str()), "{}", u.reason);
     }
     assert_eq!(report.files.len(), 1);
     assert_eq!(report.summary.rows, 215);

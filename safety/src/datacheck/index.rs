@@ -68,9 +68,8 @@ pub(super) fn split_words(input: &str) -> impl Iterator<Item = &str> {
     let mut prev_alnum = false;
     std::iter::from_fn(move || loop {
         let (start, c) = chars.next()?;
-        let signed = c == '-'
-            && !prev_alnum
-            && chars.peek().is_some_and(|&(_, d)| d.is_ascii_digit());
+        let signed =
+            c == '-' && !prev_alnum && chars.peek().is_some_and(|&(_, d)| d.is_ascii_digit());
         if !(c.is_alphanumeric() || signed) {
             prev_alnum = false;
             continue;
@@ -440,7 +439,10 @@ mod tests {
     #[test]
     fn words_keep_a_minus_sign() {
         let w: Vec<&str> = split_words("Convert -5 °C, x-5, 3-5 (-12) é-1 --7").collect();
-        assert_eq!(w, ["Convert", "-5", "C", "x", "5", "3", "5", "-12", "é", "1", "-7"]);
+        assert_eq!(
+            w,
+            ["Convert", "-5", "C", "x", "5", "3", "5", "-12", "é", "1", "-7"]
+        );
     }
 
     #[test]

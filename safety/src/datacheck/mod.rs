@@ -236,8 +236,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use index::{mix, Index};
-pub use template::{TemplateSummary, TEMPLATE_MIN_INPUTS, TEMPLATE_SHARE};
 use template::Template;
+pub use template::{TemplateSummary, TEMPLATE_MIN_INPUTS, TEMPLATE_SHARE};
 
 /// What can stop a check (findings are not errors).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

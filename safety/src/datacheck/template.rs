@@ -120,15 +120,10 @@ impl Template {
             }
             t.ends.push(t.words.len());
             digits.clear();
-            digits.extend(
-                words
-                    .iter()
-                    .map(|&w| index.word(w))
-                    .filter(|w| {
-                        let digits = w.strip_prefix('-').unwrap_or(w);
-                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-                    }),
-            );
+            digits.extend(words.iter().map(|&w| index.word(w)).filter(|w| {
+                let digits = w.strip_prefix('-').unwrap_or(w);
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            }));
             digits.sort_unstable();
             let mut h = 0x6e75_6d62_6572_7321_u64;
             for d in &digits {
