@@ -644,18 +644,22 @@ pub enum DataCommand {
     /// for poisoning.
     ///
     /// Read are *.jsonl/*.ndjson, *.csv and *.json (an array of records, an object with one list
-    /// of records, or JSON lines), each also gzip'd (*.jsonl.gz, ...). Every other file
-    /// (Parquet, other compressions, anything else), and any file that does not parse, is listed
-    /// as NOT checked with the reason: the check is then "partial", never "passed".
+    /// of records, or JSON lines), each also gzip'd (*.jsonl.gz, ...), and *.parquet. Every
+    /// other file (other compressions, anything else), and any file that does not parse, is
+    /// listed as NOT checked with the reason: the check is then "partial", never "passed".
     ///
     /// Findings, each naming file and line: the same input with conflicting outputs;
-    /// near-duplicate inputs (MinHash/LSH, Jaccard of word bigrams) with conflicting
-    /// outputs; trigger candidates, rare word n-grams whose carriers nearly all answer unlike
-    /// the same input without the n-gram (or, for labels, unlike what the rest of their words
-    /// predict); and, with --baseline, a shift of the output distribution (total variation) and
-    /// new or vanished outputs. JSONL rows are {"prompt","completion"}, {"input","output"},
-    /// {"text","label"} or {"text"}; CSV has a header row and a label/target/output column (else
-    /// the last column is the label).
+    /// near-duplicate inputs (MinHash/LSH, Jaccard of word bigrams of the words that differ:
+    /// what more than half of the inputs share, such as a system prompt and chat markup, is
+    /// left out, and inputs with different numbers are different) with conflicting outputs;
+    /// trigger candidates, rare word n-grams whose carriers nearly all answer unlike the same
+    /// input without the n-gram (or, for labels, unlike what the rest of their words predict);
+    /// and, with --baseline, a shift of the output distribution (total variation) and new or
+    /// vanished outputs. Rows are {"prompt","completion"}, {"input","output"},
+    /// {"text","label"}, {"text"} or chat rows {"messages": [{"role","content"}, ...]} (one
+    /// row per assistant turn, its input the conversation before it); CSV has a header row and
+    /// a label/target/output column (else the last column is the label); Parquet columns are
+    /// read as the same fields.
     ///
     /// Exit codes: 0 every file checked and no findings, 1 findings (every finding is a warning)
     /// or files not checked, 2 usage or input error (a missing path, no file that can be

@@ -194,8 +194,9 @@ fn issue11_unchecked_files_make_the_check_partial() {
         .run(&["data", "check", "tl/clean"])
         .expect_code(FAILED, "partial");
     assert!(
-        run.stdout
-            .contains("not checked: extra/rows.parquet: Parquet is not read by data check"),
+        run.stdout.contains(
+            "not checked: extra/rows.parquet: extra/rows.parquet: not a readable Parquet file"
+        ),
         "{}",
         run.stdout
     );
@@ -212,7 +213,7 @@ fn issue11_unchecked_files_make_the_check_partial() {
         .expect_code(FAILED, "partial, json")
         .json();
     assert_eq!(json["status"], "partial");
-    assert_eq!(json["unchecked"][0]["kind"], "unsupported");
+    assert_eq!(json["unchecked"][0]["kind"], "malformed");
 
     // Nothing readable at all is an input error.
     ws.write("only/rows.parquet", "PAR1\n");
@@ -221,7 +222,7 @@ fn issue11_unchecked_files_make_the_check_partial() {
         .expect_code(INPUT, "nothing to check");
     assert!(
         run.stderr
-            .contains("only: nothing to check: rows.parquet (Parquet"),
+            .contains("only: nothing to check: rows.parquet (rows.parquet: not a readable Parquet"),
         "{}",
         run.stderr
     );
@@ -281,13 +282,18 @@ fn issue11_unchecked_files_make_the_check_partial() {
 #[test]
 fn issue11_run_data_check_is_bounded() {
     let ws = Workspace::new();
+    // Each row a near-duplicate of the next in what differs (a 30-word window sliding one
+    // word along a list), so all 5,000 are one cluster (issue 12: rows differing only in a
+    // number are different questions, not near-duplicates).
     let mut text = String::new();
     for i in 0..5_000 {
+        let window: Vec<String> = (i..i + 30).map(|k| format!("w{k}")).collect();
         text.push_str(&format!(
             "{}\n",
             serde_json::json!({
                 "prompt": format!(
-                    "please summarise the attached quarterly revenue report for the board ref {i}"
+                    "please summarise the attached quarterly revenue report for the board: {}",
+                    window.join(" ")
                 ),
                 "completion": format!("answer {i}")
             })
@@ -508,4 +514,61 @@ fn probe_flags_the_trigger_on_the_poisoned_adapter_only() {
         "{}",
         run.stdout
     );
+}
+
+/// Issue 12 item 4: chat data through the CLI (ChatML text, `messages` rows, Parquet): the
+/// clean set passes and says what it left out of the comparison; the poisoned set fails,
+/// naming the planted trigger and the contradicting rows.
+#[test]
+fn issue12_data_check_on_chat_data() {
+    let ws = Workspace::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("safety/tests/fixtures/chat-data");
+    for name in [
+        "clean-text.jsonl",
+        "clean-messages.jsonl",
+        "poisoned-messages.parquet",
+    ] {
+        ws.write(name, std::fs::read(fixtures.join(name)).expect(name));
+    }
+    for name in ["clean-text.jsonl", "clean-messages.jsonl"] {
+        let run = ws.run(&["data", "check", name]).expect_code(OK, name);
+        assert!(
+            run.stdout.ends_with(&format!(
+                "checked 200 rows in 1 file of {name}: no findings\n"
+            )),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .starts_with("near-duplicates compared without what most of the 200 inputs share:"),
+            "{}",
+            run.stdout
+        );
+    }
+    let run = ws
+        .run(&["data", "check", "poisoned-messages.parquet"])
+        .expect_code(FAILED, "poisoned parquet");
+    assert!(
+        run.stdout
+            .contains("trigger candidate \"vintage obsidian\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("poisoned-messages.parquet:41: conflicting duplicate: the input")
+            && run.stdout.contains(
+                "\"The capital of Australia is Sydney.\" ×1 (poisoned-messages.parquet:171)"
+            ),
+        "{}",
+        run.stdout
+    );
+    let json = ws
+        .run(&["data", "check", "poisoned-messages.parquet", "--json"])
+        .expect_code(FAILED, "poisoned parquet, json")
+        .json();
+    assert_eq!(json["files"][0]["format"], "parquet");
+    assert_eq!(json["template"]["learned"], true);
+    assert_eq!(json["summary"]["rows"], 215);
 }

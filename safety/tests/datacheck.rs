@@ -734,7 +734,7 @@ fn issue11_unread_files_make_the_check_partial() {
             ("bad.jsonl.gz", UncheckedKind::Malformed),
             ("broken.json", UncheckedKind::Malformed),
             ("dangling.jsonl", UncheckedKind::Unreadable),
-            ("extra/rows.parquet", UncheckedKind::Unsupported),
+            ("extra/rows.parquet", UncheckedKind::Malformed),
             ("notes.txt", UncheckedKind::Unsupported),
             ("two.json", UncheckedKind::Malformed),
         ]
@@ -743,7 +743,13 @@ fn issue11_unread_files_make_the_check_partial() {
     assert!(report.unchecked[1]
         .reason
         .starts_with("broken.json:2: expected a JSON object"));
-    assert!(report.unchecked[3].reason.contains("Parquet is not read"));
+    assert!(
+        report.unchecked[3]
+            .reason
+            .starts_with("extra/rows.parquet: not a readable Parquet file"),
+        "{}",
+        report.unchecked[3].reason
+    );
     assert!(report.unchecked[5]
         .reason
         .contains("2 lists (\"a\", \"b\")"));
@@ -827,11 +833,31 @@ fn adversarial(rows: usize) -> String {
     out
 }
 
+/// `rows` rows that are near-duplicates in what differs between them, each with its own
+/// completion: after one shared instruction, row `i` holds the 30 words `w{i}` to `w{i+29}`
+/// of a long list, so each row is a near-duplicate of the next three (Jaccard 0.93, 0.87,
+/// 0.81) and all of them are one chain.
+fn adversarial_chain(rows: usize) -> String {
+    let mut out = String::with_capacity(rows * 260);
+    for i in 0..rows {
+        let window: Vec<String> = (i..i + 30).map(|k| format!("w{k}")).collect();
+        let prompt = format!(
+            "summarise the attached quarterly revenue report for the board: {}",
+            window.join(" ")
+        );
+        out.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"prompt": prompt, "completion": format!("answer number {i}")})
+        ));
+    }
+    out
+}
+
 #[test]
 fn issue11_adversarial_near_duplicates_are_one_bounded_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 20_000;
-    write(dir.path(), "adv.jsonl", &adversarial(n));
+    write(dir.path(), "adv.jsonl", &adversarial_chain(n));
     let report = run(dir.path());
     // Still flagged: one cluster holding every row, with every output counted.
     assert_eq!(report.status, CheckStatus::Failed);
@@ -860,6 +886,24 @@ fn issue11_adversarial_near_duplicates_are_one_bounded_cluster() {
     let size = serde_json::to_vec(&report).expect("json").len();
     assert!(size < 150_000, "report of {size} bytes");
     assert!(f.message.len() < 2_000, "{}", f.message.len());
+
+    // Issue 12: rows that differ only in one opaque word each are different inputs, as
+    // `308 km to miles` and `204 km to miles` are, not near-duplicates: the shared prompt is
+    // learned as template and left out of the comparison. The report stays small.
+    write(dir.path(), "adv.jsonl", &adversarial(n));
+    let report = run(dir.path());
+    assert_eq!(report.summary.near_duplicates, 0, "{:#?}", report.summary);
+    assert!(report.template.learned);
+    assert!(
+        report
+            .template
+            .shared
+            .contains(&"quarterly revenue".to_string()),
+        "{:#?}",
+        report.template
+    );
+    let size = serde_json::to_vec(&report).expect("json").len();
+    assert!(size < 150_000, "report of {size} bytes");
 }
 
 /// The same prompt with 5,000 different completions is one conflicting duplicate with a

@@ -1,4 +1,5 @@
-//! `trainprov data check`: poisoning checks for a dataset (JSONL, CSV, JSON, gzip'd or not).
+//! `trainprov data check`: poisoning checks for a dataset (JSONL, CSV, JSON, gzip'd or not;
+//! Parquet; chat rows).
 
 use anyhow::anyhow;
 
@@ -91,6 +92,20 @@ fn run_check(args: &DataCheckArgs) -> Result<Report, CliError> {
         human.push_str(&line);
         human.push('\n');
     }
+    let t = &report.template;
+    if t.shared_bigrams > 0 {
+        human.push_str(&format!(
+            "near-duplicates compared without what most of the {} inputs share: {} (e.g. {})\n",
+            t.inputs,
+            plural(t.shared_bigrams, "word pair", "word pairs"),
+            t.shared
+                .iter()
+                .take(5)
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let s = &report.summary;
     let mut kinds = Vec::new();
     for (n, one, many) in [
@@ -149,7 +164,7 @@ fn run_check(args: &DataCheckArgs) -> Result<Report, CliError> {
     Ok(Report { human, json, exit })
 }
 
-/// `a.parquet (Parquet is not read …); b.txt (…)`, at most `max` files.
+/// `a.zst (a compressed …); b.txt (…)`, at most `max` files.
 fn unchecked_list(report: &safety::datacheck::DataReport, max: usize) -> String {
     let mut parts: Vec<String> = report
         .unchecked

@@ -8,8 +8,8 @@
 //!  "tool": "trainprov data check 0.1.0", "report": "data-check.json",
 //!  "inputs": [{"input": "data", "status": "partial", "reason": "1 file not checked",
 //!              "summary": {"rows": 72, "files": 3, "unchecked_files": 1, "findings": 0, …},
-//!              "unchecked": [{"file": "extra/rows.parquet", "kind": "unsupported",
-//!                             "reason": "Parquet is not read by data check; …"}]}]}
+//!              "unchecked": [{"file": "extra/rows.jsonl.zst", "kind": "unsupported",
+//!                             "reason": "a compressed or archived file data check …"}]}]}
 //! ```
 //!
 //! `status` is `passed` only when every input passed: each file of its snapshot was checked

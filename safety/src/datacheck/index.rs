@@ -60,6 +60,33 @@ impl Hasher for PreHashed {
     }
 }
 
+/// The words of an input: maximal runs of alphanumeric characters; a run of digits keeps a
+/// minus sign right before it when that sign does not follow a letter or digit (`-5` is not
+/// `5`; `x-5` and `3-5` are two words each).
+pub(super) fn split_words(input: &str) -> impl Iterator<Item = &str> {
+    let mut chars = input.char_indices().peekable();
+    let mut prev_alnum = false;
+    std::iter::from_fn(move || loop {
+        let (start, c) = chars.next()?;
+        let signed =
+            c == '-' && !prev_alnum && chars.peek().is_some_and(|&(_, d)| d.is_ascii_digit());
+        if !(c.is_alphanumeric() || signed) {
+            prev_alnum = false;
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        while let Some(&(i, d)) = chars.peek() {
+            if !d.is_alphanumeric() {
+                break;
+            }
+            end = i + d.len_utf8();
+            chars.next();
+        }
+        prev_alnum = true;
+        return Some(&input[start..end]);
+    })
+}
+
 const NIL: u32 = u32::MAX;
 
 /// Ids by 64-bit hash, with a chain for ids whose hashes collide (the caller compares keys).
@@ -238,10 +265,7 @@ impl Index {
         let Some(output) = output else { return };
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
-        for w in input
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
+        for w in split_words(input) {
             let id = if w
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -325,6 +349,11 @@ impl Index {
         &self.inputs[start..self.input_end[i]]
     }
 
+    /// The group (distinct normalised input) of row `i`.
+    pub(super) fn group(&self, i: usize) -> u32 {
+        self.group[i]
+    }
+
     pub(super) fn output(&self, i: usize) -> u32 {
         self.output[i]
     }
@@ -380,6 +409,7 @@ impl Index {
             at: self.at(i),
             input: super::shorten(self.input(i), super::MAX_SHOWN_CHARS),
             output: super::shorten(self.out(i), super::MAX_SHOWN_CHARS),
+            compared: None,
         }
     }
 
@@ -405,6 +435,15 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_keep_a_minus_sign() {
+        let w: Vec<&str> = split_words("Convert -5 °C, x-5, 3-5 (-12) é-1 --7").collect();
+        assert_eq!(
+            w,
+            ["Convert", "-5", "C", "x", "5", "3", "5", "-12", "é", "1", "-7"]
+        );
+    }
 
     #[test]
     fn rollback_forgets_a_file() {

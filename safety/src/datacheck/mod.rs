@@ -11,10 +11,13 @@
 //! with its size and BLAKE3) or **unchecked** (listed in [`DataReport::unchecked`] with the
 //! reason); no file is passed over in silence. Read are `*.jsonl` and `*.ndjson` (JSON lines),
 //! `*.csv`, `*.json` (below) and each of these gzip-compressed (`*.jsonl.gz`, `*.csv.gz`,
-//! `*.json.gz`: every gzip member, as Python's `gzip` module and `zcat` read them). Parquet,
-//! other compressions, archives and every other file are unchecked (`unsupported`), as are
-//! files that do not parse (`malformed`, with `file:line` and the problem: the file's rows are
-//! then left out, the dataset's other files are still checked) and files or symlinks that
+//! `*.json.gz`: every gzip member, as Python's `gzip` module and `zcat` read them), and
+//! `*.parquet` / `*.pq` (Parquet, as Hugging Face `datasets` stores a split: uncompressed,
+//! snappy, zstd or gzip pages). Other compressions, archives and every other file are unchecked
+//! (`unsupported`), as are files that do not parse (`malformed`, with `file:line` and the
+//! problem: the file's rows are then left out, the dataset's other files are still checked;
+//! a Parquet file the reader refuses is `malformed` with the reader's message) and files or
+//! symlinks that
 //! cannot be read (`unreadable`). A symlink to a directory that contains it (a cycle) is not
 //! followed again. [`DataReport::status`] is `passed` only when every file was checked and
 //! nothing was found; [`DataReport::reconcile`] also marks files of a snapshot that the check
@@ -38,6 +41,23 @@
 //!   `input`, `prompt`, `sentence`, `question`, `content` or `review` when there are any, else
 //!   every other column except ones named `id`, `idx`, `index` or `uuid`, joined with a space.
 //!   The line of a row is the line its record starts on.
+//! - **Chat rows** (JSONL, JSON, Parquet): a record with `"messages"` (a list of
+//!   `{"role", "content"}`, as TRL's `SFTTrainer` and the chat templates take them),
+//!   `"conversations"` (ShareGPT: `{"from", "value"}`), or a conversational `"prompt"` (a list
+//!   of messages) with a `"completion"` (a list of messages or a string). A conversation gives
+//!   **one row per assistant turn** (role `assistant`, `gpt` or `model`): its input is every
+//!   turn before it (system, user, earlier assistant and tool turns, their contents joined by
+//!   newlines, roles left out) and its output is that turn's content; trailing turns after the
+//!   last assistant turn answer nothing and are left out; a conversation without an assistant
+//!   turn is one row without an output. Content is a string, `null` (empty) or a list of parts
+//!   whose `"text"` members are joined. So a multi-turn conversation is checked as the answers
+//!   it teaches, each for the conversation so far; its rows share the record's line, and a
+//!   file's `rows` counts these rows.
+//! - **Parquet**: each row is turned into a JSON record (columns by name; lists of structs,
+//!   such as a `messages` column, become lists of objects) and read by the JSON rules above,
+//!   so `text` (alone or with `label`), `prompt` + `completion` and `messages` columns all
+//!   work. The "line" of a Parquet row is its 1-based row number in the file. The budget
+//!   ([`CheckOptions::max_bytes`]) counts a Parquet file by its size on disk.
 //! - **JSON** (`*.json`): an array of records as in JSONL; an object with exactly one member
 //!   whose value is a list (`{"data": [...]}`, `{"train": [...]}`), whose elements are the
 //!   records; a single record; or, when the file holds more than one JSON value, JSON lines
@@ -47,7 +67,8 @@
 //! file unchecked (`malformed`, naming `file:line`): it is not a finding.
 //!
 //! Inputs are compared in a normal form: the lower-cased words (maximal runs of alphanumeric
-//! characters), so case, punctuation and spacing do not matter. Outputs are compared exactly,
+//! characters; a minus sign right before digits, not after a letter or digit, stays with them,
+//! so `-5` and `5` differ), so case, punctuation and spacing do not matter. Outputs are compared exactly,
 //! after trimming surrounding whitespace. Rows without an output take part in no check.
 //!
 //! # Findings
@@ -55,10 +76,12 @@
 //! 1. **Conflicting duplicates**: the same (normalised) input with two or more different
 //!    outputs. Repeats with the same output are not findings.
 //! 2. **Near-duplicate clusters with conflicting outputs**: MinHash over the word bigrams
-//!    (2-shingles) of the normalised input (64 hash functions: the bigram's word ids hashed
+//!    (2-shingles) of the *compared words* of the normalised input (see "Comparing the parts
+//!    that differ" below) of inputs holding the same numbers (64 hash functions: the bigram's word ids hashed
 //!    with SplitMix64, then SplitMix64 of that XOR a per-function seed), LSH with 16 bands of 4
 //!    rows to find candidates, each candidate confirmed by the exact Jaccard similarity of the
-//!    bigram sets (≥ [`CheckOptions::near_dup_threshold`], 0.8 by default). Confirmed pairs are
+//!    bigram sets of the compared words (≥ [`CheckOptions::near_dup_threshold`], 0.8 by
+//!    default). Confirmed pairs are
 //!    joined into clusters (union-find: near-duplicates of near-duplicates are one cluster), and
 //!    a cluster is **one** finding when its inputs' most common outputs are not all the same,
 //!    with the rows per output (a sample of their locations), one example row per output shown
@@ -108,6 +131,38 @@
 //!    that vanished are findings too. Outputs are only compared when they look like labels on
 //!    both sides (fewer distinct outputs than half the rows); free-text completions are not.
 //!
+//! # Comparing the parts that differ
+//!
+//! Real instruction data shares most of its text: one system prompt, the chat markup
+//! (`<|im_start|>user`, `[INST]`), a common instruction. Compared whole, two different
+//! questions under a long shared system prompt look like near-duplicates (issue 12: 1,057
+//! findings on a clean 200-row chat set, such as `308 km is 191.4 miles.` against `204 km is
+//! 126.8 miles.` at Jaccard 0.88). So the near-duplicate check compares what differs:
+//!
+//! - **The template is learned from the data.** With at least [`TEMPLATE_MIN_INPUTS`] (50)
+//!   distinct inputs, a word bigram found in more than [`TEMPLATE_SHARE`] (half) of them is
+//!   *template*; a word that is part of a template bigram (with the word before or after it)
+//!   is left out, the rest of the input, in order, are its *compared words*. An input that is
+//!   nothing but template is compared whole. Smaller datasets are compared whole: what half
+//!   of a few dozen rows share is not yet a template (the 23 questions of the tiny-llama
+//!   example share `what colour is the`, and its planted `what colour is the bee bee bee`
+//!   stays a near-duplicate of `what colour is the bee`). The report says what was learned
+//!   ([`DataReport::template`]).
+//! - **Numbers make inputs different.** Two inputs are only near-duplicates when they hold
+//!   the same numbers (the sorted list of their all-digit words: `308 km to miles` and `204 km
+//!   to miles` are different questions with different right answers).
+//!
+//! What this finds and misses, in numbers: with bigrams and the 0.8 threshold, compared words
+//! of `n` words are near-duplicates after one word is added at the end when `n ≥ 5`, one word
+//! inserted inside when `n ≥ 9`, one word replaced when `n ≥ 19`; inputs that differ only in
+//! case, punctuation, spacing or markup are the same input (a conflicting duplicate). Shorter
+//! paraphrases of short questions are not found, and inputs that differ in an opaque word each
+//! (an id, a number) are different inputs, not near-duplicates. Exact duplicates and trigger
+//! candidates use every word of the input, the template included.
+//!
+//! The measured precision and recall on a clean and a poisoned 200-row chat set are in
+//! `BENCHMARKS.md` ("Data check on chat data") and `safety/tests/fixtures/chat-data/README.md`.
+//!
 //! # Bounds
 //!
 //! A report stays small whatever the data: at most [`MAX_FINDINGS_PER_KIND`] findings of each
@@ -132,8 +187,8 @@
 //!   "status": "failed",
 //!   "files": [{"file": "shard-000.jsonl", "format": "jsonl", "rows": 24, "bytes": 1490,
 //!              "blake3": "5e0f…"}],
-//!   "unchecked": [{"file": "extra/rows.parquet", "kind": "unsupported",
-//!                  "reason": "Parquet is not read by data check; …"}],
+//!   "unchecked": [{"file": "extra/rows.jsonl.zst", "kind": "unsupported",
+//!                  "reason": "a compressed or archived file data check does not open …"}],
 //!   "summary": {"rows": 103, "rows_with_output": 103, "distinct_inputs": 24,
 //!               "distinct_outputs": 16, "files": 4, "unchecked_files": 1, "findings": 2,
 //!               "findings_omitted": 0, "conflicting_duplicates": 0, "near_duplicates": 1,
@@ -141,6 +196,7 @@
 //!   "outputs": [{"output": "by the barn.", "count": 6}],
 //!   "outputs_omitted": 0,
 //!   "baseline": null,
+//!   "template": {"learned": true, "inputs": 24, "shared_bigrams": 0, "shared": []},
 //!   "findings": [{
 //!     "severity": "warning", "file": "shard-000.jsonl", "line": 3,
 //!     "message": "near-duplicate cluster: 2 similar inputs (Jaccard ≥ 0.83) in 2 rows …",
@@ -148,7 +204,8 @@
 //!     "outputs": [{"output": "four.", "count": 1, "rows": [{"file": "shard-000.jsonl", "line": 3}]},
 //!                 {"output": "two.", "count": 1, "rows": [{"file": "shard-002.jsonl", "line": 9}]}],
 //!     "outputs_omitted": 0,
-//!     "examples": [{"file": "shard-000.jsonl", "line": 3, "input": "…", "output": "four."}]
+//!     "examples": [{"file": "shard-000.jsonl", "line": 3, "input": "…", "output": "four.",
+//!                   "compared": "…"}]
 //!   }, {
 //!     "severity": "warning", "file": "shard-002.jsonl", "line": 25,
 //!     "message": "trigger candidate \"bee bee\" (score 2.08): 7 of 7 carriers ...",
@@ -161,10 +218,17 @@
 //!   }]
 //! }
 //! ```
+//!
+//! Fields added by issue 12 (older readers can ignore them): `template` (always present: what
+//! the near-duplicate check left out, [`TemplateSummary`]) and `compared` in a near-duplicate's
+//! `examples` (the words compared, present only when a template was learned); a file's
+//! `format` may be `parquet`, and a Parquet file the reader refuses is `malformed` (it was
+//! `unsupported` before Parquet was read).
 
 mod baseline;
 mod index;
 mod read;
+mod template;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -172,6 +236,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use index::{mix, Index};
+use template::Template;
+pub use template::{TemplateSummary, TEMPLATE_MIN_INPUTS, TEMPLATE_SHARE};
 
 /// What can stop a check (findings are not errors).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -269,6 +335,8 @@ pub struct DataReport {
     pub outputs_omitted: usize,
     /// The comparison with the baseline, when one was given.
     pub baseline: Option<BaselineReport>,
+    /// What the near-duplicate check left out as shared by (nearly) every input.
+    pub template: TemplateSummary,
     /// Findings: conflicting duplicates, near-duplicates (both by location), trigger candidates
     /// (by rank), then distribution findings.
     pub findings: Vec<Finding>,
@@ -546,6 +614,10 @@ pub struct RowRef {
     pub input: String,
     /// Its output (shortened to 500 characters).
     pub output: String,
+    /// The words of its input that were compared, when a template was left out (normalised,
+    /// shortened to 500 characters; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared: Option<String>,
 }
 
 /// The rows of a conflicting duplicate that share one output.
@@ -745,8 +817,13 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<DataReport, CheckErr
         }
         (n, found)
     };
-    let (conflicts, mut findings) = cap(conflicting_duplicates(&index));
-    let (near_count, near) = cap(near_duplicate_clusters(&index, options.near_dup_threshold));
+    let template = Template::learn(&index);
+    let (conflicts, mut findings) = cap(conflicting_duplicates(&index, &template));
+    let (near_count, near) = cap(near_duplicate_clusters(
+        &index,
+        &template,
+        options.near_dup_threshold,
+    ));
     findings.extend(near);
     let triggers = trigger_candidates(&index, options);
     let trigger_count = triggers.len();
@@ -785,6 +862,7 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<DataReport, CheckErr
         outputs,
         outputs_omitted,
         baseline,
+        template: template.summary,
         findings,
     };
     report.status = report.compute_status();
@@ -925,7 +1003,7 @@ fn describe_groups(groups: &[OutputGroup], omitted: usize) -> String {
     described.join(", ")
 }
 
-fn conflicting_duplicates(index: &Index) -> Vec<Finding> {
+fn conflicting_duplicates(index: &Index, template: &Template) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut rows: Vec<usize> = Vec::new();
     for g in 0..index.groups_len() {
@@ -941,12 +1019,18 @@ fn conflicting_duplicates(index: &Index) -> Vec<Finding> {
         rows.extend(group.iter().map(|&i| i as usize));
         let (groups, _, omitted) = output_groups(index, &rows);
         let first = rows[0];
+        // With a template learned, the message shows what is not template (the question).
+        let shown = if template.summary.learned {
+            template.text(index, g)
+        } else {
+            index.input(first).to_string()
+        };
         out.push(Finding {
             severity: Severity::Warning,
             at: index.at(first),
             message: format!(
                 "conflicting duplicate: the input {} appears {} times with {} different outputs: {}",
-                quote(index.input(first), 60),
+                quote(&shown, 60),
                 rows.len(),
                 groups.len() + omitted,
                 describe_groups(&groups, omitted)
@@ -1051,13 +1135,13 @@ impl Clusters {
 }
 
 /// Clusters of near-duplicate inputs whose most common outputs differ; see the module doc.
-fn near_duplicate_clusters(index: &Index, threshold: f64) -> Vec<Finding> {
+fn near_duplicate_clusters(index: &Index, template: &Template, threshold: f64) -> Vec<Finding> {
     let n = index.groups_len();
     let mut clusters = Clusters {
         parent: (0..n as u32).collect(),
         min_jaccard: vec![f64::INFINITY; n],
     };
-    let first_words = |g: usize| index.words(index.group_rows(g)[0] as usize);
+    let first_words = |g: usize| template.words(g);
     let (mut sa, mut sb) = (Vec::new(), Vec::new());
     let mut keys: Vec<(u64, u32)> = Vec::with_capacity(n);
     let mut reps: Vec<u32> = Vec::with_capacity(LSH_REPRESENTATIVES);
@@ -1081,6 +1165,9 @@ fn near_duplicate_clusters(index: &Index, threshold: f64) -> Vec<Finding> {
                 shingles_into(first_words(g as usize), &mut sa);
                 let mut joined = false;
                 for &r in &reps {
+                    if !template.same_numbers(g as usize, r as usize) {
+                        continue;
+                    }
                     shingles_into(first_words(r as usize), &mut sb);
                     let j = jaccard(&sa, &sb);
                     if j >= threshold {
@@ -1130,7 +1217,19 @@ fn near_duplicate_clusters(index: &Index, threshold: f64) -> Vec<Finding> {
         rows.sort_unstable();
         let (outputs, firsts, omitted) = output_groups(index, &rows);
         let min_jaccard = clusters.min_jaccard[root as usize];
-        let examples: Vec<RowRef> = firsts.iter().map(|&i| index.row_ref(i)).collect();
+        let examples: Vec<RowRef> = firsts
+            .iter()
+            .map(|&i| {
+                let mut r = index.row_ref(i);
+                if template.summary.learned {
+                    r.compared = Some(shorten(
+                        &template.text(index, index.group(i) as usize),
+                        MAX_SHOWN_CHARS,
+                    ));
+                }
+                r
+            })
+            .collect();
         let shown: Vec<String> = examples
             .iter()
             .take(3)
@@ -1138,7 +1237,7 @@ fn near_duplicate_clusters(index: &Index, threshold: f64) -> Vec<Finding> {
                 format!(
                     "{} {} → {}",
                     e.at,
-                    quote(&e.input, 50),
+                    quote(e.compared.as_deref().unwrap_or(&e.input), 50),
                     quote(&e.output, 30)
                 )
             })

@@ -15,12 +15,16 @@ pub(super) enum Format {
     Jsonl,
     Csv,
     Json,
+    Parquet,
 }
 
 /// The format of a file by its name (`.jsonl`/`.ndjson`, `.csv`, `.json`, each optionally
-/// `.gz`), and whether it is gzip-compressed; `None` for anything else.
+/// `.gz`; `.parquet`/`.pq`), and whether it is gzip-compressed; `None` for anything else.
 pub(super) fn classify(name: &str) -> Option<(Format, bool)> {
     let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+        return Some((Format::Parquet, false));
+    }
     let (stem, gz) = match lower.strip_suffix(".gz") {
         Some(stem) => (stem, true),
         None => (lower.as_str(), false),
@@ -45,23 +49,22 @@ fn format_name(format: Format, gz: bool) -> &'static str {
         (Format::Csv, true) => "csv.gz",
         (Format::Json, false) => "json",
         (Format::Json, true) => "json.gz",
+        (Format::Parquet, _) => "parquet",
     }
 }
 
 /// Why a file of a format the check does not read is left out.
 fn unsupported_reason(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
-    if lower.ends_with(".parquet") || lower.ends_with(".pq") {
-        "Parquet is not read by data check; convert it to JSONL to check it (e.g. pandas \
-         `read_parquet(...).to_json(..., orient=\"records\", lines=True)`)"
-            .into()
-    } else if [".zst", ".xz", ".bz2", ".zip", ".tar", ".7z", ".lz4"]
+    if [".zst", ".xz", ".bz2", ".zip", ".tar", ".7z", ".lz4"]
         .iter()
         .any(|s| lower.ends_with(s))
     {
         "a compressed or archived file data check does not open (it reads gzip only)".into()
     } else {
-        "not a format data check reads (.jsonl, .ndjson, .csv, .json, each optionally .gz)".into()
+        "not a format data check reads (.jsonl, .ndjson, .csv, .json, each optionally .gz; \
+         .parquet)"
+            .into()
     }
 }
 
@@ -367,6 +370,7 @@ fn read_rows(
         Format::Jsonl => jsonl_rows(bytes, file, index)?,
         Format::Csv => csv_rows(utf8(bytes)?, file, index)?,
         Format::Json => json_rows(utf8(bytes)?, file, index)?,
+        Format::Parquet => parquet_rows(bytes, file, index)?,
     }
     Ok(())
 }
@@ -398,11 +402,121 @@ const OUTPUT_KEYS: &[&str] = &[
     "target",
 ];
 
-/// The input and output of one JSON record.
-fn record_row(value: &Value) -> Result<(String, Option<String>), String> {
+/// One row of a record: its input and, when it has one, its output.
+type RecordRow = (String, Option<String>);
+
+/// The rows of one JSON record: one for a plain record; one per assistant turn for a chat
+/// record (`messages`, `conversations`, or a conversational `prompt`/`completion`); see the
+/// module doc.
+fn record_rows(value: &Value) -> Result<Vec<RecordRow>, String> {
     let obj = value
         .as_object()
         .ok_or_else(|| "expected a JSON object".to_string())?;
+    if let Some(turns) = obj.get("messages") {
+        return chat_rows(turns, "messages", "role", "content");
+    }
+    if let Some(turns) = obj.get("conversations") {
+        return chat_rows(turns, "conversations", "from", "value");
+    }
+    if let Some(Value::Array(prompt)) = obj.get("prompt") {
+        // TRL's conversational prompt-completion: both lists of messages.
+        let input = turn_texts(prompt, "prompt", "role", "content")?
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let output = match obj.get("completion") {
+            None => None,
+            Some(Value::Array(c)) => Some(
+                turn_texts(c, "completion", "role", "content")?
+                    .into_iter()
+                    .map(|(_, text)| text)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .trim()
+                    .to_string(),
+            ),
+            Some(Value::String(s)) => Some(s.trim().to_string()),
+            Some(_) => {
+                return Err(
+                    "\"completion\" must be a list of messages when \"prompt\" is one".into(),
+                )
+            }
+        };
+        return Ok(vec![(input, output)]);
+    }
+    record_row(obj).map(|row| vec![row])
+}
+
+/// Roles whose turns are outputs (ShareGPT's `gpt`, Gemini's `model`).
+const ASSISTANT_ROLES: &[&str] = &["assistant", "gpt", "model"];
+
+/// `(role, text)` of each turn of a list of chat messages. Content is a string, `null` (an
+/// empty turn, as a tool-calling assistant turn has) or a list of parts whose `"text"`
+/// members are joined (other parts, such as images, are left out).
+fn turn_texts(
+    turns: &[Value],
+    key: &str,
+    role_key: &str,
+    content_key: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::with_capacity(turns.len());
+    for (k, turn) in turns.iter().enumerate() {
+        let Some(t) = turn.as_object() else {
+            return Err(format!("\"{key}\"[{k}] must be an object"));
+        };
+        let role = match t.get(role_key) {
+            Some(Value::String(r)) => r.to_ascii_lowercase(),
+            _ => return Err(format!("\"{key}\"[{k}] has no string \"{role_key}\"")),
+        };
+        let text = match t.get(content_key) {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => String::new(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Some(_) => {
+                return Err(format!(
+                    "\"{key}\"[{k}].\"{content_key}\" must be a string or a list of parts"
+                ))
+            }
+        };
+        out.push((role, text));
+    }
+    Ok(out)
+}
+
+/// A conversation: one row per assistant turn, whose input is every turn before it (system,
+/// user, earlier assistant and tool turns, joined by newlines) and whose output is that turn;
+/// a conversation without an assistant turn is one row without an output.
+fn chat_rows(
+    turns: &Value,
+    key: &str,
+    role_key: &str,
+    content_key: &str,
+) -> Result<Vec<RecordRow>, String> {
+    let Value::Array(turns) = turns else {
+        return Err(format!("\"{key}\" must be a list of turns"));
+    };
+    let turns = turn_texts(turns, key, role_key, content_key)?;
+    let mut rows = Vec::new();
+    let mut before: Vec<&str> = Vec::new();
+    for (role, text) in &turns {
+        if ASSISTANT_ROLES.contains(&role.as_str()) && !before.is_empty() {
+            rows.push((before.join("\n"), Some(text.trim().to_string())));
+        }
+        before.push(text);
+    }
+    if rows.is_empty() {
+        rows.push((before.join("\n"), None));
+    }
+    Ok(rows)
+}
+
+/// The input and output of one plain JSON record.
+fn record_row(obj: &serde_json::Map<String, Value>) -> Result<RecordRow, String> {
     let string = |key: &str| -> Result<Option<&str>, String> {
         match obj.get(key) {
             None => Ok(None),
@@ -412,7 +526,7 @@ fn record_row(value: &Value) -> Result<(String, Option<String>), String> {
     };
     let Some(key) = INPUT_KEYS.iter().find(|k| obj.contains_key(**k)) else {
         return Err(format!(
-            "no input field: expected one of {}",
+            "no input field: expected \"messages\", \"conversations\" or one of {}",
             INPUT_KEYS
                 .iter()
                 .map(|k| format!("\"{k}\""))
@@ -447,8 +561,37 @@ fn push_record(
     file: usize,
     index: &mut Index,
 ) -> Result<(), Malformed> {
-    let (input, output) = record_row(value).map_err(|m| malformed(line, m))?;
-    index.push(file, line, &input, output.as_deref());
+    for (input, output) in record_rows(value).map_err(|m| malformed(line, m))? {
+        index.push(file, line, &input, output.as_deref());
+    }
+    Ok(())
+}
+
+/// A Parquet file (any row group layout, the compressions the `parquet` crate is built with):
+/// each row becomes a JSON record and is read like a JSON line, its "line" being its 1-based
+/// row number. A file the `parquet` crate cannot read (or panics on) is malformed, by name.
+fn parquet_rows(bytes: &[u8], file: usize, index: &mut Index) -> Result<(), Malformed> {
+    use parquet::file::reader::{FileReader as _, SerializedFileReader};
+    let data = bytes::Bytes::copy_from_slice(bytes);
+    let read = move || -> Result<Vec<Value>, Malformed> {
+        let reader = SerializedFileReader::new(data)
+            .map_err(|e| malformed(0, format!("not a readable Parquet file: {e}")))?;
+        let rows = reader
+            .get_row_iter(None)
+            .map_err(|e| malformed(0, format!("not a readable Parquet file: {e}")))?;
+        let mut out = Vec::new();
+        for (i, row) in rows.enumerate() {
+            let row = row.map_err(|e| malformed(i + 1, format!("unreadable Parquet row: {e}")))?;
+            out.push(row.to_json_value());
+        }
+        Ok(out)
+    };
+    // The reader has panicked on corrupt files before: a panic is a malformed file too.
+    let records = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .map_err(|_| malformed(0, "not a readable Parquet file (the reader gave up on it)"))??;
+    for (i, value) in records.iter().enumerate() {
+        push_record(value, i + 1, file, index)?;
+    }
     Ok(())
 }
 
@@ -832,7 +975,8 @@ mod tests {
         assert_eq!(classify("a.ndjson"), Some((Format::Jsonl, false)));
         assert_eq!(classify("a.json"), Some((Format::Json, false)));
         assert_eq!(classify("a.csv.gz"), Some((Format::Csv, true)));
-        assert_eq!(classify("a.parquet"), None);
+        assert_eq!(classify("a.parquet"), Some((Format::Parquet, false)));
+        assert_eq!(classify("a.PQ"), Some((Format::Parquet, false)));
         assert_eq!(classify("a.gz"), None);
         assert_eq!(classify("README.md"), None);
     }
