@@ -1212,6 +1212,105 @@ mod tests {
     }
 
     #[test]
+    fn pip_freeze_is_parsed_by_normalized_name() {
+        let packages = parse_pip_freeze(
+            "torch==1.13.0a0+gitunknown\nPyYAML==6.0\nzope.interface==5.5\n\
+             typing_extensions==4.4.0\nmypkg @ file:///src/mypkg\n-e git+https://x/y#egg=z\n\
+             # comment\n\n",
+        );
+        let expected: BTreeMap<String, String> = [
+            ("torch", "1.13.0a0+gitunknown"),
+            ("pyyaml", "6.0"),
+            ("zope-interface", "5.5"),
+            ("typing-extensions", "4.4.0"),
+            ("mypkg", "file:///src/mypkg"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(packages, expected);
+    }
+
+    #[test]
+    fn compare_names_the_interpreter_and_each_package_that_differs() {
+        let python = |sha: &str, freeze: &str| PythonInfo {
+            executable: "/venv/bin/python".into(),
+            version: Some("3.11.2".into()),
+            pip_freeze_sha256: Some(hex::encode(Sha256::digest(freeze.as_bytes()))),
+            pip_freeze_error: None,
+            resolved: Some("/usr/bin/python3.11".into()),
+            sha256: Some(sha.into()),
+            packages: parse_pip_freeze(freeze),
+        };
+        let mut recorded = capture();
+        recorded.python = Some(python("aa", "torch==1.13.0\npeft==0.10.0\nsix==1.16.0\n"));
+        let mut current = recorded.clone();
+        current.python = Some(python("bb", "torch==2.1.0\npeft==0.10.0\nnumpy==1.26\n"));
+        let diffs = compare(&recorded, &current);
+        let fields: Vec<(&str, Option<&str>, Option<&str>, Severity)> = diffs
+            .iter()
+            .map(|d| {
+                (
+                    d.field.as_str(),
+                    d.recorded.as_deref(),
+                    d.current.as_deref(),
+                    d.severity,
+                )
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("python.sha256", Some("aa"), Some("bb"), Severity::Warning),
+                (
+                    "python.packages.numpy",
+                    None,
+                    Some("1.26"),
+                    Severity::Warning
+                ),
+                (
+                    "python.packages.six",
+                    Some("1.16.0"),
+                    None,
+                    Severity::Warning
+                ),
+                (
+                    "python.packages.torch",
+                    Some("1.13.0"),
+                    Some("2.1.0"),
+                    Severity::Warning
+                ),
+            ]
+        );
+        // A record made before package lists were kept: the freeze digest is compared.
+        recorded.python.as_mut().expect("python").packages.clear();
+        let diffs = compare(&recorded, &current);
+        assert!(diffs.iter().any(|d| d.field == "python.pip_freeze_sha256"));
+    }
+
+    #[test]
+    fn env_changes_apply_with_the_recording_rules() {
+        let mut vars: BTreeMap<String, String> = [
+            ("OMP_NUM_THREADS".to_string(), "4".to_string()),
+            ("LANG".into(), "C".into()),
+        ]
+        .into_iter()
+        .collect();
+        apply_env_changes(
+            &mut vars,
+            &[
+                ("OMP_NUM_THREADS".into(), Some("1".into())),
+                ("LANG".into(), None),
+                ("PYTHONHASHSEED".into(), Some("0".into())),
+                ("HF_TOKEN".into(), Some("hf_secret".into())),
+                ("UNLISTED".into(), Some("x".into())),
+            ],
+        );
+        let keys: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(keys, [("OMP_NUM_THREADS", "1"), ("PYTHONHASHSEED", "0")]);
+    }
+
+    #[test]
     fn compare_flags_gpu_changes() {
         let mut recorded = capture();
         recorded.gpu.devices = vec![GpuDevice {
