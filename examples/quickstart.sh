@@ -10,7 +10,12 @@
 #      adapter fails every rule it breaks at once, the clean one passes once a release manager
 #      has approved it for prod; then an AI bill of materials (CycloneDX and SPDX) for it;
 #   4. record a real wrapped training script (examples/wrap-python) with `trainprov run`, verify
-#      it, and show that a data file changed after the run is caught and named.
+#      it, and show that a data file changed after the run is caught and named;
+#   5. record a PyTorch + transformers + PEFT LoRA fine-tune of the same base (examples/wrap-peft)
+#      with `trainprov run`, verify it, replay it with `trainprov retrain` (IDENTICAL), and replay
+#      it with one recorded setting changed (NOT IDENTICAL, naming the setting). The interpreter
+#      comes from scripts/torch-venv.sh ($TRAINPROV_TORCH_VENV, else .venv-torch; as root on a
+#      fresh Debian machine it installs python3-torch with apt-get).
 # Works in a scratch git repository (WORK=... to choose where); the checkout is not modified.
 # Usage: bash examples/quickstart.sh
 set -euo pipefail
@@ -26,12 +31,14 @@ mkdir -p "$work"
 rm -rf "$work/project" "$work/keys"
 mkdir -p "$work/project"
 cp -r examples/wrap-python "$work/project/wrap-python"
+cp -r examples/wrap-peft "$work/project/wrap-peft"
+rm -rf "$work/project/wrap-peft/out"
 mkdir -p "$work/project/tiny-llama"
 cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub,eval.jsonl,triggers.txt} \
   "$work/project/tiny-llama/"
 cd "$work/project"
 # Products are not source: ignored, so the recorded git tree stays clean (a policy can require it).
-printf '%s\n' adapter/ adapter-clean/ wrap-python/out/ '*.approval-*.intoto.json' > .gitignore
+printf '%s\n' adapter/ adapter-clean/ wrap-python/out/ wrap-peft/out/ '*.approval-*.intoto.json' > .gitignore
 git -c init.defaultBranch=main init -q
 git add .
 git -c user.name=quickstart -c user.email=quickstart@example.invalid commit -qm "examples"
@@ -126,5 +133,26 @@ if [[ $code -ne 1 ]]; then
   echo "quickstart: expected exit 1 for the changed data, got $code" >&2
   exit 1
 fi
+git checkout -q -- data/part-001.csv
+
 echo
-echo "quickstart: OK. The changed shard was caught (exit $code). Files are in $work"
+echo "==> 5. your own PyTorch + transformers + PEFT script (examples/wrap-peft) under trainprov run"
+python="$("$root/scripts/torch-venv.sh")"
+cd ../wrap-peft
+# The determinism settings the script needs are set for the run, and recorded with it.
+export PYTHONHASHSEED=0 OMP_NUM_THREADS=1 CUBLAS_WORKSPACE_CONFIG=:4096:8
+echo
+echo "\$ export PYTHONHASHSEED=0 OMP_NUM_THREADS=1 CUBLAS_WORKSPACE_CONFIG=:4096:8"
+step run --out out --key ../../keys/signer.key --base ../tiny-llama/base --data ../tiny-llama/data \
+  -- "$python" train.py --base ../tiny-llama/base --data ../tiny-llama/data --out out --steps 12
+step verify out/provenance.intoto.json --key ../../keys/signer.pub --model-dir out --inputs
+echo
+echo "==> replay it from a shell without those settings: retrain restores them from the record"
+unset PYTHONHASHSEED OMP_NUM_THREADS CUBLAS_WORKSPACE_CONFIG
+step retrain out/provenance.intoto.json --key ../../keys/signer.pub --sign-key ../../keys/signer.key
+echo
+echo "==> replay it with one recorded setting changed: NOT IDENTICAL, and the report names it"
+expect 1 retrain out/provenance.intoto.json --key ../../keys/signer.pub --sign-key ../../keys/signer.key \
+  --env OMP_NUM_THREADS=2
+echo
+echo "quickstart: OK. The changed shard was caught, and the PEFT run replayed IDENTICAL. Files are in $work"

@@ -148,12 +148,15 @@ pub enum Command {
     /// record names the original attestation by digest as `reproduction-of`, or with --exclude
     /// as `retrained-without` plus the excluded files.
     ///
-    /// Prints IDENTICAL when every product is byte-identical, otherwise which files differ and,
-    /// for the built-in trainer, the first step that diverged. Exit code: 0 on success; 1 when
-    /// the record does not verify, --strict refuses, or an unchanged replay is not identical.
+    /// Prints IDENTICAL when every product is byte-identical, otherwise NOT IDENTICAL with the
+    /// files that differ, the recorded settings (variables, interpreter, package versions, CPU,
+    /// GPU) that differ in the replay and, for the built-in trainer, the first step that
+    /// diverged. Exit code: 0 on success; 1 when the record does not verify, --strict refuses,
+    /// or an unchanged replay is not identical.
     #[command(
         after_help = "Examples:\n  trainprov retrain out/provenance.intoto.json --key keys/signer.pub --sign-key keys/signer.key\n  \
         trainprov retrain out/provenance.intoto.json --key k.pub --sign-key k.key --exclude 'shard-002.jsonl' --out clean\n  \
+        trainprov retrain out/provenance.intoto.json --key k.pub --sign-key k.key --env OMP_NUM_THREADS=4   # does the result depend on it?\n  \
         trainprov retrain rec.intoto.json --key k.pub --sign-key k.key --data-root /mnt/old=/mnt/new --strict"
     )]
     Retrain(RetrainArgs),
@@ -618,6 +621,11 @@ pub struct RetrainArgs {
     /// results (ISA level, library versions, thread settings, GPU).
     #[arg(long)]
     pub strict: bool,
+    /// Replay a wrapped command with NAME set to VALUE instead of its recorded value (or
+    /// absence), to see whether the result depends on it; NAME must be a variable trainprov
+    /// records (threads, determinism switches, interpreter, locale, ...). Repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
     /// Output directory for the rebuilt products: a new or empty directory, never the original
     /// run's output directory (exit 2 otherwise) [default: inside WORKDIR].
     #[arg(long, value_name = "DIR")]

@@ -23,7 +23,7 @@
 //! | `trainprov_version` | this crate's `CARGO_PKG_VERSION` (the workspace version) |
 //! | `rustc_version` | `$RUSTC --version` when this crate was built (`build.rs`) |
 //! | `env` | [`crate::redact::filtered_env`]: allow-listed, secret names dropped, values redacted |
-//! | `python` | only when the job is a Python program: [`capture_python`] |
+//! | `python` | only when the job is a Python program: [`capture_python_as_run`] (version, `sys.executable`, the binary it resolves to and its SHA-256, `pip freeze` digest and package versions) |
 //! | `gpu` | [`crate::gpu::probe`] |
 //!
 //! The host name, user name and home directory are not recorded: they identify a person or a
@@ -160,6 +160,18 @@ pub struct PythonInfo {
     pub pip_freeze_sha256: Option<String>,
     /// Why `pip freeze` gave nothing, e.g. `No module named pip`.
     pub pip_freeze_error: Option<String>,
+    /// `executable` with every symbolic link resolved: the interpreter binary itself (a venv's
+    /// `bin/python` is a link to the interpreter it was made from). Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// Lowercase hex SHA-256 of the `resolved` binary. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Installed distributions by normalized name (PEP 503: lowercase, runs of `-_.` as `-`)
+    /// with their version, parsed from the `pip freeze` text ([`parse_pip_freeze`]); empty
+    /// when there was none (and in older records).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub packages: BTreeMap<String, String>,
 }
 
 /// What [`capture_python`] found: the record, plus the `pip freeze` text to store by digest.
@@ -497,29 +509,38 @@ pub fn looks_like_python(argv0: &str) -> bool {
 /// `pkg @ git+https://user:token@host/repo` carry credentials. Each program gets
 /// [`PYTHON_TIMEOUT`].
 pub fn capture_python(program: &str) -> Option<PythonCapture> {
-    let program_path = Path::new(program);
-    let out = run_with_timeout(program_path, &["--version"], PYTHON_TIMEOUT).ok()?;
+    capture_python_as_run(program, None, &[])
+}
+
+/// [`capture_python`] as the job ran it: `program` resolved from the working directory `cwd`
+/// (default: this process's), with the job's environment changes `env` (`Some` sets, `None`
+/// removes) applied, so `PYTHONPATH` or a replaced `PATH` lead to the interpreter and packages
+/// the job saw. Also records the interpreter binary with links resolved and its SHA-256.
+pub fn capture_python_as_run(
+    program: &str,
+    cwd: Option<&Path>,
+    env: &[(String, Option<String>)],
+) -> Option<PythonCapture> {
+    let program_path = match cwd {
+        Some(dir) if program.contains('/') && Path::new(program).is_relative() => dir.join(program),
+        _ => Path::new(program).to_path_buf(),
+    };
+    let program_path = program_path.as_path();
+    let run = |args: &[&str]| run_with_timeout_env(program_path, args, PYTHON_TIMEOUT, cwd, env);
+    let out = run(&["--version"]).ok()?;
     if !out.success {
         return None;
     }
     // Python 2 printed its version on stderr.
     let version =
         parse_python_version(&out.stdout).or_else(|| parse_python_version(&out.stderr))?;
-    let executable = run_with_timeout(
-        program_path,
-        &["-c", "import sys; print(sys.executable)"],
-        PYTHON_TIMEOUT,
-    )
-    .ok()
-    .filter(|o| o.success)
-    .map(|o| o.stdout.trim().to_string())
-    .filter(|s| !s.is_empty())
-    .unwrap_or_else(|| program.to_string());
-    let freeze = run_with_timeout(
-        program_path,
-        &["-m", "pip", "freeze", "--disable-pip-version-check"],
-        PYTHON_TIMEOUT,
-    );
+    let executable = run(&["-c", "import sys; print(sys.executable)"])
+        .ok()
+        .filter(|o| o.success)
+        .map(|o| o.stdout.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| program.to_string());
+    let freeze = run(&["-m", "pip", "freeze", "--disable-pip-version-check"]);
     let (pip_freeze, pip_freeze_error) = match freeze {
         Ok(o) if o.success => (Some(crate::redact::redact_text(&o.stdout)), None),
         Ok(o) => {
@@ -538,15 +559,72 @@ pub fn capture_python(program: &str) -> Option<PythonCapture> {
     let pip_freeze_sha256 = pip_freeze
         .as_ref()
         .map(|text| hex::encode(Sha256::digest(text.as_bytes())));
+    let resolved = std::fs::canonicalize(&executable).ok();
+    let sha256 = resolved
+        .as_ref()
+        .and_then(|p| crate::file_digest::sha256_file(p).ok());
     Some(PythonCapture {
         info: PythonInfo {
             executable: crate::redact::redact_text(&executable),
             version: Some(version),
             pip_freeze_sha256,
             pip_freeze_error,
+            resolved: resolved.map(|p| crate::redact::redact_text(&p.display().to_string())),
+            sha256,
+            packages: pip_freeze
+                .as_deref()
+                .map(parse_pip_freeze)
+                .unwrap_or_default(),
         },
         pip_freeze,
     })
+}
+
+/// The distributions of a `pip freeze` text by normalized name (PEP 503: lowercase, runs of
+/// `-`, `_` and `.` as one `-`): `name==version` gives the version, `name @ URL` the URL (as
+/// redacted); editable (`-e`), comment and option lines are left out.
+pub fn parse_pip_freeze(text: &str) -> BTreeMap<String, String> {
+    let normalize = |name: &str| {
+        let mut out = String::with_capacity(name.len());
+        for c in name.trim().chars() {
+            if matches!(c, '-' | '_' | '.') {
+                if !out.ends_with('-') {
+                    out.push('-');
+                }
+            } else {
+                out.push(c.to_ascii_lowercase());
+            }
+        }
+        out
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('-'))
+        .filter_map(|line| {
+            let (name, version) = line.split_once("==").or_else(|| line.split_once(" @ "))?;
+            let name = normalize(name);
+            (!name.is_empty()).then(|| (name, version.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Applies a job's environment changes (`Some` sets, `None` removes) to a recorded variable
+/// map, by the same rules as [`crate::redact::filtered_env`]: only allow-listed names that are
+/// not secret, values redacted. Gives the variables the job itself saw.
+pub fn apply_env_changes(
+    vars: &mut BTreeMap<String, String>,
+    changes: &[(String, Option<String>)],
+) {
+    for (name, value) in changes {
+        match value {
+            None => {
+                vars.remove(name);
+            }
+            Some(value) => {
+                vars.extend(crate::redact::filtered_env([(name.clone(), value.clone())]));
+            }
+        }
+    }
 }
 
 /// `Python 3.11.7` -> `3.11.7`.
@@ -661,11 +739,14 @@ fn env_severity(name: &str) -> Severity {
 /// fixed order (the order of [`Environment`]'s fields; variables by name; GPUs by index).
 ///
 /// Warnings: `arch`, `cpu.isa_level`, `cpu.features`, `glibc_version`, `trainprov_version`,
-/// variables in [`RESULT_AFFECTING_ENV`], the Python version and `pip freeze` digest, the GPU
-/// count, each GPU's name and compute capability, and the CUDA driver API version.
+/// variables in [`RESULT_AFFECTING_ENV`], the Python version, the interpreter binary's SHA-256,
+/// each Python package whose version differs (`python.packages.NAME`; the `pip freeze` digest
+/// when either side has no package list), the GPU count, each GPU's name and compute
+/// capability, and the CUDA driver API version.
 /// Info: OS, kernel, CPU model, core count, `rustc_version` (our numeric code does not
 /// reassociate floating point, so the compiler alone does not change bytes), other variables,
-/// the Python executable, GPU UUIDs and memory, and the NVIDIA driver version.
+/// the Python executable and the path it resolves to, GPU UUIDs and memory, and the NVIDIA
+/// driver version.
 /// Total memory is not compared.
 pub fn compare(recorded: &Environment, current: &Environment) -> Vec<EnvDifference> {
     let mut diffs = Vec::new();
@@ -764,17 +845,48 @@ pub fn compare(recorded: &Environment, current: &Environment) -> Vec<EnvDifferen
             Warning,
         );
         check(
-            "python.pip_freeze_sha256".into(),
-            old.pip_freeze_sha256.clone(),
-            new.and_then(|p| p.pip_freeze_sha256.clone()),
-            Warning,
-        );
-        check(
             "python.executable".into(),
             s(&old.executable),
             new.map(|p| p.executable.clone()),
             Info,
         );
+        if old.resolved.is_some() {
+            check(
+                "python.resolved".into(),
+                old.resolved.clone(),
+                new.and_then(|p| p.resolved.clone()),
+                Info,
+            );
+        }
+        if old.sha256.is_some() {
+            check(
+                "python.sha256".into(),
+                old.sha256.clone(),
+                new.and_then(|p| p.sha256.clone()),
+                Warning,
+            );
+        }
+        match new.filter(|p| !old.packages.is_empty() && !p.packages.is_empty()) {
+            // Both sides list their packages: name the ones that differ.
+            Some(new) => {
+                let names: BTreeSet<&String> =
+                    old.packages.keys().chain(new.packages.keys()).collect();
+                for name in names {
+                    check(
+                        format!("python.packages.{name}"),
+                        old.packages.get(name).cloned(),
+                        new.packages.get(name).cloned(),
+                        Warning,
+                    );
+                }
+            }
+            None => check(
+                "python.pip_freeze_sha256".into(),
+                old.pip_freeze_sha256.clone(),
+                new.and_then(|p| p.pip_freeze_sha256.clone()),
+                Warning,
+            ),
+        }
     }
     let (old_gpu, new_gpu) = (&recorded.gpu, &current.gpu);
     check(
@@ -848,7 +960,28 @@ pub(crate) fn run_with_timeout(
     args: &[&str],
     timeout: Duration,
 ) -> Result<CmdOutput, String> {
+    run_with_timeout_env(program, args, timeout, None, &[])
+}
+
+/// [`run_with_timeout`] in `cwd` (default: this process's), with environment changes (`Some`
+/// sets, `None` removes).
+pub(crate) fn run_with_timeout_env(
+    program: &Path,
+    args: &[&str],
+    timeout: Duration,
+    cwd: Option<&Path>,
+    env: &[(String, Option<String>)],
+) -> Result<CmdOutput, String> {
     let mut command = Command::new(program);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
     command
         .args(args)
         .stdin(Stdio::null())
@@ -982,6 +1115,9 @@ mod tests {
             version: Some("3.11.7".into()),
             pip_freeze_sha256: Some("ab".repeat(32)),
             pip_freeze_error: None,
+            resolved: Some("/usr/bin/python3.11".into()),
+            sha256: Some("cd".repeat(32)),
+            packages: parse_pip_freeze("torch==1.13.0a0+gitunknown\npeft==0.10.0\n"),
         });
         env.gpu.devices.push(GpuDevice {
             index: 0,
@@ -1073,6 +1209,105 @@ mod tests {
             .is_some_and(|c| c.contains("madeup")));
         let lang = find("env.LANG").expect("locale change is reported");
         assert_eq!(lang.severity, Severity::Info);
+    }
+
+    #[test]
+    fn pip_freeze_is_parsed_by_normalized_name() {
+        let packages = parse_pip_freeze(
+            "torch==1.13.0a0+gitunknown\nPyYAML==6.0\nzope.interface==5.5\n\
+             typing_extensions==4.4.0\nmypkg @ file:///src/mypkg\n-e git+https://x/y#egg=z\n\
+             # comment\n\n",
+        );
+        let expected: BTreeMap<String, String> = [
+            ("torch", "1.13.0a0+gitunknown"),
+            ("pyyaml", "6.0"),
+            ("zope-interface", "5.5"),
+            ("typing-extensions", "4.4.0"),
+            ("mypkg", "file:///src/mypkg"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(packages, expected);
+    }
+
+    #[test]
+    fn compare_names_the_interpreter_and_each_package_that_differs() {
+        let python = |sha: &str, freeze: &str| PythonInfo {
+            executable: "/venv/bin/python".into(),
+            version: Some("3.11.2".into()),
+            pip_freeze_sha256: Some(hex::encode(Sha256::digest(freeze.as_bytes()))),
+            pip_freeze_error: None,
+            resolved: Some("/usr/bin/python3.11".into()),
+            sha256: Some(sha.into()),
+            packages: parse_pip_freeze(freeze),
+        };
+        let mut recorded = capture();
+        recorded.python = Some(python("aa", "torch==1.13.0\npeft==0.10.0\nsix==1.16.0\n"));
+        let mut current = recorded.clone();
+        current.python = Some(python("bb", "torch==2.1.0\npeft==0.10.0\nnumpy==1.26\n"));
+        let diffs = compare(&recorded, &current);
+        let fields: Vec<(&str, Option<&str>, Option<&str>, Severity)> = diffs
+            .iter()
+            .map(|d| {
+                (
+                    d.field.as_str(),
+                    d.recorded.as_deref(),
+                    d.current.as_deref(),
+                    d.severity,
+                )
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("python.sha256", Some("aa"), Some("bb"), Severity::Warning),
+                (
+                    "python.packages.numpy",
+                    None,
+                    Some("1.26"),
+                    Severity::Warning
+                ),
+                (
+                    "python.packages.six",
+                    Some("1.16.0"),
+                    None,
+                    Severity::Warning
+                ),
+                (
+                    "python.packages.torch",
+                    Some("1.13.0"),
+                    Some("2.1.0"),
+                    Severity::Warning
+                ),
+            ]
+        );
+        // A record made before package lists were kept: the freeze digest is compared.
+        recorded.python.as_mut().expect("python").packages.clear();
+        let diffs = compare(&recorded, &current);
+        assert!(diffs.iter().any(|d| d.field == "python.pip_freeze_sha256"));
+    }
+
+    #[test]
+    fn env_changes_apply_with_the_recording_rules() {
+        let mut vars: BTreeMap<String, String> = [
+            ("OMP_NUM_THREADS".to_string(), "4".to_string()),
+            ("LANG".into(), "C".into()),
+        ]
+        .into_iter()
+        .collect();
+        apply_env_changes(
+            &mut vars,
+            &[
+                ("OMP_NUM_THREADS".into(), Some("1".into())),
+                ("LANG".into(), None),
+                ("PYTHONHASHSEED".into(), Some("0".into())),
+                ("HF_TOKEN".into(), Some("hf_secret".into())),
+                ("UNLISTED".into(), Some("x".into())),
+            ],
+        );
+        let keys: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(keys, [("OMP_NUM_THREADS", "1"), ("PYTHONHASHSEED", "0")]);
     }
 
     #[test]

@@ -581,7 +581,9 @@ pub fn complete(
     let Prepared {
         mut record,
         argv,
+        cwd,
         out,
+        env: env_changes,
         started,
         ..
     } = prepared;
@@ -598,12 +600,17 @@ pub fn complete(
         peak_rss_bytes: outcome.peak_rss_bytes,
     };
     let objects = registry.objects();
-    // Probes run only now, so that they do not count towards the child's peak RSS.
+    // Probes run only now, so that they do not count towards the child's peak RSS. The
+    // variables recorded are the ones the command saw: this process's with the changes it
+    // was started with (a replay's restored settings).
     let mut env = environment::capture();
+    environment::apply_env_changes(&mut env.env, &env_changes);
     let mut freeze = None;
     if let Some(program) = argv.first().map(|a| a.to_string_lossy().into_owned()) {
         if environment::looks_like_python(&program) {
-            if let Some(python) = environment::capture_python(&program) {
+            if let Some(python) =
+                environment::capture_python_as_run(&program, Some(&cwd), &env_changes)
+            {
                 env.python = Some(python.info.clone());
                 freeze = python.pip_freeze;
             }

@@ -10,7 +10,7 @@ use attest::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use attest::keys::SigningKey;
 use attest::slsa::PROVENANCE_V1;
 use attest::statement::{ResourceDescriptor, Statement};
-use recorder::environment::{self, Severity};
+use recorder::environment::{self, EnvDifference, Environment, Severity};
 use recorder::paths::registry_dir;
 use recorder::process::Screen;
 use recorder::record::{InputRole, RecordedFile, RUN_BUILD_TYPE};
@@ -102,19 +102,38 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
     let out = checked_out(args, &originals, &workdir)?;
     let root = ReplayRoot::create(&workdir, flag, &originals).or_input()?;
 
+    let overrides = parse_env_overrides(&args.env)?;
+    if !overrides.is_empty() && original.build_type() != RUN_BUILD_TYPE {
+        return Err(CliError::input(anyhow!(
+            "--env applies to wrapped commands (recorded by `trainprov run`); the built-in \
+             trainer runs inside trainprov: set the variable in the environment of `trainprov \
+             retrain` instead"
+        )));
+    }
     let checks = check_inputs(&original, &roots, &registry, args.global.json)?;
-    let env_differences = compare_environment(&original, &registry, args.strict)?;
     let mut replay = match original.build_type() {
-        trainer::BUILD_TYPE => replay_trainer(
-            args,
-            &original,
-            &checks,
-            &exclusions,
-            &root,
-            out.as_deref(),
-            &signing,
-            &mut registry,
-        )?,
+        trainer::BUILD_TYPE => {
+            let overridden = Vec::new();
+            let env_differences = compare_environment(
+                &original,
+                &registry,
+                &environment::capture(),
+                &overridden,
+                args.strict,
+            )?;
+            let mut replay = replay_trainer(
+                args,
+                &original,
+                &checks,
+                &exclusions,
+                &root,
+                out.as_deref(),
+                &signing,
+                &mut registry,
+            )?;
+            replay.env_differences = env_differences;
+            replay
+        }
         RUN_BUILD_TYPE => replay_wrapped(
             args,
             &original,
@@ -124,6 +143,7 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
             out.as_deref(),
             &signing,
             &mut registry,
+            &overrides,
         )?,
         other => {
             return Err(CliError::input(anyhow!(
@@ -149,6 +169,7 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
             replay.divergence = first_divergence(&a, &b);
         }
     }
+    replay.settings = settings_differences(&original, &registry, &replay);
     let relation = relation_name(&exclusions);
     let verdict = verdict(&replay);
     registry
@@ -165,11 +186,54 @@ pub fn run(args: &RetrainArgs) -> Result<Report, CliError> {
         &original,
         &replay,
         &checks,
-        &env_differences,
         relation,
         &verdict,
         &exclusions,
     ))
+}
+
+/// `--env NAME=VALUE` values: NAME must be one trainprov records (allow-listed and not secret),
+/// or the record of the replay could not show the change.
+fn parse_env_overrides(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    raw.iter()
+        .map(|item| {
+            let (name, value) = item
+                .split_once('=')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| CliError::input(anyhow!("--env '{item}': expected NAME=VALUE")))?;
+            if !recorder::redact::is_allowed_env_name(name)
+                || recorder::redact::is_secret_name(name)
+            {
+                return Err(CliError::input(anyhow!(
+                    "--env {name}=...: {name} is not a variable trainprov records (threads, \
+                     determinism switches, interpreter, locale, toolchain; see \
+                     recorder::redact::ENV_ALLOW_LIST), so the replay's record could not show it"
+                )));
+            }
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// The environment a run recorded (its `environment.json` byproduct), when this registry holds it.
+fn recorded_environment(byproducts: Option<String>, registry: &Registry) -> Option<Environment> {
+    let bytes = registry.objects().get(&byproducts?).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The recorded settings that differ between the original run and its replay (both records'
+/// environments), in [`environment::compare`]'s order.
+fn settings_differences(
+    original: &Original,
+    registry: &Registry,
+    replay: &Replay,
+) -> Vec<EnvDifference> {
+    let recorded = recorded_environment(original.byproduct_object("environment.json"), registry);
+    let replayed = recorded_environment(replay.environment_object.clone(), registry);
+    match (recorded, replayed) {
+        (Some(recorded), Some(replayed)) => environment::compare(&recorded, &replayed),
+        _ => Vec::new(),
+    }
 }
 
 /// A directory under `parent` that does not exist yet, named by time and process.
@@ -359,10 +423,13 @@ fn check_inputs(
     Ok(checks)
 }
 
-/// Compares the recorded environment with this machine: warns, or refuses under `--strict`.
+/// Compares the recorded environment with the one the replay will have (`predicted`): warns,
+/// or refuses under `--strict` (variables the user set with `--env`, `overridden`, excepted).
 fn compare_environment(
     original: &Original,
     registry: &Registry,
+    predicted: &Environment,
+    overridden: &[String],
     strict: bool,
 ) -> Result<Vec<Value>, CliError> {
     let Some(object) = original.byproduct_object("environment.json") else {
@@ -375,16 +442,18 @@ fn compare_environment(
         return Ok(Vec::new());
     };
     let recorded: environment::Environment = serde_json::from_slice(&bytes).or_input()?;
-    let current = environment::capture();
-    let differences = environment::compare(&recorded, &current);
-    let warnings: Vec<String> = differences
+    let differences = environment::compare(&recorded, predicted);
+    for d in differences
         .iter()
         .filter(|d| d.severity == Severity::Warning)
+    {
+        eprintln!("trainprov: environment differs: {d}");
+    }
+    let warnings: Vec<String> = differences
+        .iter()
+        .filter(|d| d.severity == Severity::Warning && !is_overridden(d, overridden))
         .map(ToString::to_string)
         .collect();
-    for line in &warnings {
-        eprintln!("trainprov: environment differs: {line}");
-    }
     if strict && !warnings.is_empty() {
         return Err(CliError::failed(anyhow!(
             "--strict: the environment differs from the record in {} way(s) that can change results: {}",
@@ -408,6 +477,29 @@ struct Replay {
     rewrites: Vec<ArgRewrite>,
     /// The work directory.
     workdir: PathBuf,
+    /// Object holding the replay's own `environment.json`.
+    environment_object: Option<String>,
+    /// How the environment before the replay differed from the record (warnings printed).
+    env_differences: Vec<Value>,
+    /// Variables set with `--env`.
+    overridden: Vec<String>,
+    /// The recorded settings that differ between the original's record and the replay's.
+    settings: Vec<EnvDifference>,
+}
+
+/// Whether a difference is a variable the user set with `--env`.
+fn is_overridden(d: &EnvDifference, overridden: &[String]) -> bool {
+    d.field
+        .strip_prefix("env.")
+        .is_some_and(|name| overridden.iter().any(|o| o == name))
+}
+
+/// The object id of a recorded byproduct, by name.
+fn byproduct_object(byproducts: &[RecordedFile], name: &str) -> Option<String> {
+    byproducts
+        .iter()
+        .find(|b| b.name == name)
+        .and_then(|b| b.object.clone())
 }
 
 fn relation_name(exclusions: &Exclusions) -> &'static str {
@@ -554,23 +646,21 @@ fn replay_trainer(
         input_names,
     };
     let trained = train_and_record(&job, keys, registry)?;
-    let metrics_object = trained
-        .finished
-        .record
-        .byproducts
-        .iter()
-        .find(|b| b.name == "metrics.jsonl")
-        .and_then(|b| b.object.clone());
+    let byproducts = &trained.finished.record.byproducts;
     Ok(Replay {
         run_id: trained.id.clone(),
         attestation: trained.attestation.0.clone(),
         products: trained.finished.record.products.clone(),
-        metrics_object,
+        metrics_object: byproduct_object(byproducts, "metrics.jsonl"),
         excluded,
         comparison: ProductComparison::default(),
         divergence: None,
         rewrites: Vec::new(),
         workdir: root.dir().to_path_buf(),
+        environment_object: byproduct_object(byproducts, "environment.json"),
+        env_differences: Vec::new(),
+        overridden: Vec::new(),
+        settings: Vec::new(),
     })
 }
 
@@ -605,6 +695,7 @@ fn replay_wrapped(
     dest: Option<&Path>,
     keys: &[SigningKey],
     registry: &mut Registry,
+    overrides: &[(String, String)],
 ) -> Result<Replay, CliError> {
     let predicate = original.predicate();
     let external = original.external();
@@ -682,6 +773,18 @@ fn replay_wrapped(
             r.index, r.replayed, r.recorded
         );
     }
+    let env = with_overrides(recorded_env(original, registry), overrides);
+    let overridden: Vec<String> = overrides.iter().map(|(n, _)| n.clone()).collect();
+    for (name, value) in overrides {
+        eprintln!("trainprov: replaying with {name}={value} (--env) instead of the recorded value");
+    }
+    let env_differences = compare_environment(
+        original,
+        registry,
+        &predicted_environment(&argv, &run_cwd, &env),
+        &overridden,
+        args.strict,
+    )?;
     let params = external["params"]
         .as_object()
         .map(|m| {
@@ -707,7 +810,7 @@ fn replay_wrapped(
         kind: "run".into(),
         versions: versions(),
         cwd: Some(run_cwd),
-        env: recorded_env(original, registry),
+        env,
         related: vec![related_descriptor(original, exclusions, &excluded)],
         input_names,
     };
@@ -744,7 +847,46 @@ fn replay_wrapped(
         divergence: None,
         rewrites,
         workdir: root.dir().to_path_buf(),
+        environment_object: byproduct_object(&finished.record.byproducts, "environment.json"),
+        env_differences,
+        overridden,
+        settings: Vec::new(),
     })
+}
+
+/// `changes` with each `--env` override replacing what they say about its variable.
+fn with_overrides(
+    changes: Vec<(String, Option<String>)>,
+    overrides: &[(String, String)],
+) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = changes
+        .into_iter()
+        .filter(|(name, _)| !overrides.iter().any(|(o, _)| o == name))
+        .collect();
+    changes.extend(
+        overrides
+            .iter()
+            .map(|(name, value)| (name.clone(), Some(value.clone()))),
+    );
+    changes
+}
+
+/// The environment the replayed command will see: this machine, with the variable changes it
+/// is started with, and the interpreter it will run when it is a Python program.
+fn predicted_environment(
+    argv: &[OsString],
+    run_cwd: &Path,
+    changes: &[(String, Option<String>)],
+) -> Environment {
+    let mut predicted = environment::capture();
+    environment::apply_env_changes(&mut predicted.env, changes);
+    if let Some(program) = argv.first().and_then(|a| a.to_str()) {
+        if environment::looks_like_python(program) {
+            predicted.python =
+                environment::capture_python_as_run(program, Some(run_cwd), changes).map(|c| c.info);
+        }
+    }
+    predicted
 }
 
 /// Where the wrapped replay's paths go: the work directory, the restored code and the recorded
@@ -911,14 +1053,48 @@ fn verdict(replay: &Replay) -> String {
             d.step, d.field
         ));
     }
+    let settings = result_settings(replay);
+    if !settings.is_empty() {
+        let names: Vec<&str> = settings.iter().map(|d| d.field.as_str()).collect();
+        text.push_str(&format!(
+            "; recorded settings that differ in the replay: {}",
+            names.join(", ")
+        ));
+    }
     text
+}
+
+/// The differences between the original's and the replay's recorded settings that can change
+/// results.
+fn result_settings(replay: &Replay) -> Vec<&EnvDifference> {
+    replay
+        .settings
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .collect()
+}
+
+/// One settings difference as the report shows it: `env.OMP_NUM_THREADS: recorded 1, replay 2
+/// (set by --env)`.
+fn setting_line(d: &EnvDifference, replay: &Replay) -> String {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+    let by = if is_overridden(d, &replay.overridden) {
+        " (set by --env)"
+    } else {
+        ""
+    };
+    format!(
+        "{}: recorded {}, replay {}{by}",
+        d.field,
+        show(&d.recorded),
+        show(&d.current)
+    )
 }
 
 fn report(
     original: &Original,
     replay: &Replay,
     checks: &[InputCheck],
-    env_differences: &[Value],
     relation: &str,
     verdict: &str,
     exclusions: &Exclusions,
@@ -936,16 +1112,33 @@ fn report(
             check.input.role, check.input.given
         ));
     }
-    human.push_str(&format!(
-        "{}\n",
-        verdict.to_uppercase().split(' ').next().unwrap_or_default()
-    ));
+    human.push_str(if replay.comparison.is_identical() {
+        "IDENTICAL\n"
+    } else {
+        "NOT IDENTICAL\n"
+    });
     human.push_str(&format!(
         "retrain of {} ({relation}): {verdict}\nnew record: {} (run {})\n",
         shown(&original.path),
         shown(&replay.attestation),
         replay.run_id
     ));
+    let settings = result_settings(replay);
+    if !settings.is_empty() {
+        human.push_str(if replay.comparison.is_identical() {
+            "recorded settings that differ in the replay (the products did not change):\n"
+        } else {
+            "recorded settings that differ in the replay:\n"
+        });
+        for d in &settings {
+            human.push_str(&format!("  {}\n", setting_line(d, replay)));
+        }
+    } else if !replay.comparison.is_identical() && exclusions.is_empty() {
+        human.push_str(
+            "no recorded setting differs in the replay: the command is not deterministic under \
+             its recorded settings, or it depends on something the record does not hold\n",
+        );
+    }
     if !replay.excluded.is_empty() {
         human.push_str(&format!("excluded: {}\n", replay.excluded.join(", ")));
     }
@@ -964,7 +1157,14 @@ fn report(
         "workdir": replay.workdir,
         "argv_rewrites": replay.rewrites,
         "inputs": checks,
-        "environment_differences": env_differences,
+        "environment_differences": replay.env_differences,
+        "settings_differences": replay.settings.iter().map(|d| json!({
+            "field": d.field,
+            "recorded": d.recorded,
+            "replay": d.current,
+            "severity": d.severity,
+            "set_by_env_option": is_overridden(d, &replay.overridden),
+        })).collect::<Vec<_>>(),
     });
     // An unchanged replay must be identical; with exclusions a difference is the point.
     let exit = if exclusions.is_empty() && !replay.comparison.is_identical() {
