@@ -359,3 +359,35 @@ fn lora_trains_on_each_family() {
         assert!(max_diff(&adapted, &base_logits) > 1e-2, "{family}");
     }
 }
+
+/// A shard tensor the index does not list is unused too, reported with the shard's path.
+#[test]
+fn sharded_checkpoint_with_an_unindexed_tensor_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("sharded");
+    fs_err::create_dir_all(&base).unwrap();
+    let src = fixture("qwen2").join("model");
+    fs_err::copy(src.join("config.json"), base.join("config.json")).unwrap();
+    let mut w = load_safetensors(&src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = w
+        .keys()
+        .map(|k| (k.clone(), "model-00001-of-00001.safetensors".into()))
+        .collect();
+    w.insert(
+        "model.layers.0.self_attn.o_proj.bias".into(),
+        Tensor::zeros(64, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let shard = base.join("model-00001-of-00001.safetensors");
+    trainer::files::save_safetensors(&shard, &w).unwrap();
+    fs_err::write(
+        base.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let err = Llama::load(&base, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        err.contains("`model.layers.0.self_attn.o_proj.bias`")
+            && err.contains(&shard.display().to_string()),
+        "{err}"
+    );
+}
