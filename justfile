@@ -24,7 +24,7 @@ bench-sign:
 bench-snapshot:
     bash bench/bench-snapshot.sh
 
-# trainprov train vs PyTorch + PEFT (steps/s, tokens/s, peak RSS) on two model configs.
+# trainprov train vs PyTorch + PEFT (steps/s, tokens/s, peak RSS) on four configs (up to 0.5B-class), plus eval with/without adapter.
 bench-train:
     bash bench/bench-train.sh
 
