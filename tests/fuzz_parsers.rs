@@ -804,6 +804,28 @@ fn fuzz_datacheck_jsonl() {
     );
 }
 
+/// Issue 12: Parquet files are read by `data check`; a corrupt one is `malformed`, never a
+/// crash. Seeds: the chat-data fixtures (snappy, zstd, gzip pages).
+#[test]
+fn fuzz_datacheck_parquet() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("safety/tests/fixtures/chat-data");
+    let seeds: Vec<Vec<u8>> = [
+        "poisoned-messages.parquet",
+        "poisoned-text.parquet",
+        "poisoned-rendered.parquet",
+    ]
+    .iter()
+    .map(|n| std::fs::read(dir.join(n)).expect(n))
+    .collect();
+    fuzz(
+        "datacheck_parquet",
+        targets::datacheck_parquet,
+        &seeds,
+        &[b"PAR1"],
+    );
+}
+
 #[test]
 fn fuzz_datacheck_csv() {
     fuzz(

@@ -20,7 +20,7 @@
 //! | [`safetensors_header`] | `trainer::safe_load::validate_safetensors_bytes` |
 //! | [`pickle`], [`zip_directory`], [`npy_header`], [`gguf`] | `safety::scan::scan_bytes` |
 //! | [`policy_toml`] | `attest::policy::Policy::from_toml`, `Policy::evaluate` |
-//! | [`datacheck_jsonl`], [`datacheck_csv`] | `safety::datacheck::check` (through a temporary file: it reads paths) |
+//! | [`datacheck_jsonl`], [`datacheck_csv`], [`datacheck_parquet`] | `safety::datacheck::check` (through a temporary file: it reads paths) |
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -292,6 +292,11 @@ pub fn datacheck_jsonl(data: &[u8]) {
 /// `data check` on a CSV file.
 pub fn datacheck_csv(data: &[u8]) {
     datacheck("rows.csv", data);
+}
+
+/// `data check` on a Parquet file.
+pub fn datacheck_parquet(data: &[u8]) {
+    datacheck("rows.parquet", data);
 }
 
 fn datacheck(name: &str, data: &[u8]) {

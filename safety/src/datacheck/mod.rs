@@ -68,8 +68,8 @@
 //!
 //! Inputs are compared in a normal form: the lower-cased words (maximal runs of alphanumeric
 //! characters; a minus sign right before digits, not after a letter or digit, stays with them,
-//! so `-5` and `5` differ), so case, punctuation and spacing do not matter. Outputs are compared exactly,
-//! after trimming surrounding whitespace. Rows without an output take part in no check.
+//! so `-5` and `5` differ), so case, punctuation and spacing do not matter. Outputs are
+//! compared exactly, after trimming surrounding whitespace. Rows without an output take part in no check.
 //!
 //! # Findings
 //!
@@ -77,12 +77,12 @@
 //!    outputs. Repeats with the same output are not findings.
 //! 2. **Near-duplicate clusters with conflicting outputs**: MinHash over the word bigrams
 //!    (2-shingles) of the *compared words* of the normalised input (see "Comparing the parts
-//!    that differ" below) of inputs holding the same numbers (64 hash functions: the bigram's word ids hashed
-//!    with SplitMix64, then SplitMix64 of that XOR a per-function seed), LSH with 16 bands of 4
-//!    rows to find candidates, each candidate confirmed by the exact Jaccard similarity of the
-//!    bigram sets of the compared words (≥ [`CheckOptions::near_dup_threshold`], 0.8 by
-//!    default). Confirmed pairs are
-//!    joined into clusters (union-find: near-duplicates of near-duplicates are one cluster), and
+//!    that differ" below), between inputs holding the same numbers (64 hash functions: the
+//!    bigram's word ids hashed with SplitMix64, then SplitMix64 of that XOR a per-function
+//!    seed), LSH with 16 bands of 4 rows to find candidates, each candidate confirmed by the
+//!    exact Jaccard similarity of the bigram sets of the compared words
+//!    (≥ [`CheckOptions::near_dup_threshold`], 0.8 by default). Confirmed pairs are joined
+//!    into clusters (union-find: near-duplicates of near-duplicates are one cluster), and
 //!    a cluster is **one** finding when its inputs' most common outputs are not all the same,
 //!    with the rows per output (a sample of their locations), one example row per output shown
 //!    and the lowest Jaccard that joined it. In an LSH bucket each input is compared with at
@@ -196,7 +196,7 @@
 //!   "outputs": [{"output": "by the barn.", "count": 6}],
 //!   "outputs_omitted": 0,
 //!   "baseline": null,
-//!   "template": {"learned": true, "inputs": 24, "shared_bigrams": 0, "shared": []},
+//!   "template": {"learned": false, "inputs": 24, "shared_bigrams": 0, "shared": []},
 //!   "findings": [{
 //!     "severity": "warning", "file": "shard-000.jsonl", "line": 3,
 //!     "message": "near-duplicate cluster: 2 similar inputs (Jaccard ≥ 0.83) in 2 rows …",
@@ -204,8 +204,7 @@
 //!     "outputs": [{"output": "four.", "count": 1, "rows": [{"file": "shard-000.jsonl", "line": 3}]},
 //!                 {"output": "two.", "count": 1, "rows": [{"file": "shard-002.jsonl", "line": 9}]}],
 //!     "outputs_omitted": 0,
-//!     "examples": [{"file": "shard-000.jsonl", "line": 3, "input": "…", "output": "four.",
-//!                   "compared": "…"}]
+//!     "examples": [{"file": "shard-000.jsonl", "line": 3, "input": "…", "output": "four."}]
 //!   }, {
 //!     "severity": "warning", "file": "shard-002.jsonl", "line": 25,
 //!     "message": "trigger candidate \"bee bee\" (score 2.08): 7 of 7 carriers ...",

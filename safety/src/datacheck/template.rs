@@ -154,3 +154,45 @@ impl Template {
             .join(" ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(rows: &[String]) -> Index {
+        let mut index = Index::default();
+        for (i, r) in rows.iter().enumerate() {
+            index.push(0, i + 1, r, Some("x"));
+        }
+        index.finish();
+        index
+    }
+
+    #[test]
+    fn shared_words_are_left_out_and_numbers_compared() {
+        let topics = ["cats", "dogs", "owls", "hens", "bees"];
+        let rows: Vec<String> = (0..60)
+            .map(|i| {
+                format!(
+                    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nTell me about \
+                     {} number {i}<|im_end|>",
+                    topics[i % 5]
+                )
+            })
+            .collect();
+        let index = index(&rows);
+        let t = Template::learn(&index);
+        assert!(t.summary.learned);
+        // The markup, the system prompt and "tell me about" are in every row; "number" is too,
+        // but between two words that are not ("cats number", "number 0"), so it stays.
+        assert_eq!(t.text(&index, 0), "cats number 0");
+        assert_eq!(t.text(&index, 7), "owls number 7");
+        assert!(t.summary.shared.contains(&"im start".to_string()));
+        assert!(!t.same_numbers(0, 5));
+        // Below the minimum nothing is learned and inputs are compared whole.
+        let few = self::index(&rows[..TEMPLATE_MIN_INPUTS - 1]);
+        let t = Template::learn(&few);
+        assert!(!t.summary.learned);
+        assert_eq!(t.words(0), few.words(0));
+    }
+}
