@@ -33,6 +33,9 @@ mkdir -p "$work/project"
 cp -r examples/wrap-python "$work/project/wrap-python"
 cp -r examples/wrap-peft "$work/project/wrap-peft"
 rm -rf "$work/project/wrap-peft/out"
+# Step 5 trains on the shards that step 3 leaves standing (shard-002 gets revoked there).
+mkdir -p "$work/project/wrap-peft/data"
+cp examples/tiny-llama/data/shard-00{0,1,3}.jsonl "$work/project/wrap-peft/data/"
 mkdir -p "$work/project/tiny-llama"
 cp -r examples/tiny-llama/{base,data,train.toml,base-signer.pub,eval.jsonl,triggers.txt} \
   "$work/project/tiny-llama/"
@@ -136,15 +139,16 @@ fi
 git checkout -q -- data/part-001.csv
 
 echo
-echo "==> 5. your own PyTorch + transformers + PEFT script (examples/wrap-peft) under trainprov run"
+echo "==> 5. your own PyTorch + transformers + PEFT script (examples/wrap-peft) under trainprov run,"
+echo "       on the three shards that are not revoked"
 python="$("$root/scripts/torch-venv.sh")"
 cd ../wrap-peft
 # The determinism settings the script needs are set for the run, and recorded with it.
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1 CUBLAS_WORKSPACE_CONFIG=:4096:8
 echo
 echo "\$ export PYTHONHASHSEED=0 OMP_NUM_THREADS=1 CUBLAS_WORKSPACE_CONFIG=:4096:8"
-step run --out out --key ../../keys/signer.key --base ../tiny-llama/base --data ../tiny-llama/data \
-  -- "$python" train.py --base ../tiny-llama/base --data ../tiny-llama/data --out out --steps 12
+step run --out out --key ../../keys/signer.key --base ../tiny-llama/base --data data \
+  -- "$python" train.py --base ../tiny-llama/base --data data --out out --steps 12
 step verify out/provenance.intoto.json --key ../../keys/signer.pub --model-dir out --inputs
 echo
 echo "==> replay it from a shell without those settings: retrain restores them from the record"

@@ -162,7 +162,7 @@ def main():
     # save_pretrained updates OUT/README.md (the model card), or makes one from a template that
     # needs jinja2: start it here.
     with open(os.path.join(args.out, "README.md"), "w", encoding="utf-8") as f:
-        f.write(f"# LoRA adapter for {base_name}\n\nTrained by examples/wrap-peft/train.py.\n")
+        f.write(f"---\nlibrary_name: peft\n---\n# LoRA adapter for {base_name}\n\nTrained by examples/wrap-peft/train.py.\n")
     model.save_pretrained(args.out, safe_serialization=True, save_embedding_layers=False)
     with open(os.path.join(args.out, "training.json"), "w", encoding="utf-8") as f:
         hyper = {k: v for k, v in vars(args).items() if k not in ("base", "data", "out")}
