@@ -361,6 +361,28 @@ fn issue12_unsupported_architecture_is_refused_before_anything_is_recorded() {
             "no output directory was made"
         );
     }
+    // A device this build cannot use is refused the same way: `cuda` needs `--features cuda`
+    // (and a driver), and used to be found out only after the run was recorded.
+    let toml = config_with_base(&ws, "on-cuda", "base");
+    let run = util::in_repo(
+        &ws,
+        &[
+            "train",
+            &toml,
+            "--key",
+            "../keys/signer.key",
+            "--out",
+            "out-cuda",
+            "--device",
+            "cuda",
+        ],
+    )
+    .expect_code(INPUT, "cuda device");
+    assert!(run.stderr.contains("cuda"), "{}", run.stderr);
+    assert!(
+        !ws.path("repo/out-cuda").exists(),
+        "no output directory was made"
+    );
     // A sharded base missing a shard is refused the same way.
     write_sharded(&ws, "repo/tl/base", "repo/tl/broken", 2);
     std::fs::remove_file(ws.path("repo/tl/broken/model-00002-of-00002.safetensors")).expect("rm");

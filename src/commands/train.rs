@@ -210,11 +210,14 @@ pub fn train_and_record(
 }
 
 /// Checks the base model directory (config, architecture, weights, tokenizer; see
-/// `trainer::checkpoint`) and that `train.seq_len` fits it.
+/// `trainer::checkpoint`), the device, and that `train.seq_len` fits the base.
 fn check_base(
     config: &TrainConfig,
     config_dir: &Path,
 ) -> Result<trainer::checkpoint::Checkpoint, CliError> {
+    // A device this build or machine cannot use (`cuda` without the feature or a driver) is
+    // refused here too, not after the run is recorded.
+    trainer::device::select(&config.output.device).map_err(|e| CliError::input(anyhow!("{e}")))?;
     let dir = resolve_path(config_dir, &config.model.base);
     let with_weights = config.model.init == Init::Pretrained;
     let base = trainer::checkpoint::inspect(&dir, with_weights)

@@ -359,7 +359,10 @@ fn read_weights(model_dir: &Path, device: &Device) -> Result<Source, TrainerErro
             let mut loaded = BTreeMap::new();
             for path in shards.keys() {
                 safe_load::refuse_pickle(path)?;
-                loaded.insert(path.clone(), safe_load::load_safetensors_keep_half(path, device)?);
+                loaded.insert(
+                    path.clone(),
+                    safe_load::load_safetensors_keep_half(path, device)?,
+                );
             }
             checkpoint::check_shards(
                 &index,
