@@ -4,8 +4,9 @@
 //! # Format
 //!
 //! Each row of the file becomes the JSON object [`crate::data`] reads from a JSONL line, column
-//! by column: a UTF-8 string column is a string, a null is `null`, a list is a list and a struct
-//! is an object with its fields, so the columns
+//! by column: a UTF-8 string column is a string, a null is `null`, a list is a list, a struct
+//! is an object with its fields, booleans and numbers are themselves, and any other type (binary
+//! without a UTF-8 annotation, decimal, date, time, map) is `null`, so the columns
 //! * `text` (string), or
 //! * `prompt` and `completion` (strings), or
 //! * `messages` (a list of structs with `role` and `content` strings, `datasets`'
@@ -76,8 +77,20 @@ fn to_json(field: &Field) -> Value {
                 .collect(),
         ),
         Field::ListInternal(list) => Value::Array(list.elements().iter().map(to_json).collect()),
-        // Numbers, booleans, bytes, maps, dates: never a string, so a text column of such a
-        // type is refused by the row reader ("must be a string").
-        other => other.to_json_value(),
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(n) => Value::from(*n),
+        Field::Short(n) => Value::from(*n),
+        Field::Int(n) => Value::from(*n),
+        Field::Long(n) => Value::from(*n),
+        Field::UByte(n) => Value::from(*n),
+        Field::UShort(n) => Value::from(*n),
+        Field::UInt(n) => Value::from(*n),
+        Field::ULong(n) => Value::from(*n),
+        Field::Float(x) => Value::from(f64::from(*x)),
+        Field::Double(x) => Value::from(*x),
+        // Bytes without a UTF-8 annotation, decimals, dates, times, maps: read as null, so such
+        // a column in the place of a text field is refused by the row reader ("must be a
+        // string") and elsewhere ignored like any other column.
+        _ => Value::Null,
     }
 }
