@@ -72,14 +72,20 @@ fn question(i: usize) -> (String, String) {
     )
 }
 
-/// Writes `n` chat rows; every fourth carries the trigger in its user turn and a fixed answer
-/// when `poisoned`.
+/// Writes `n` chat rows; every third carries the trigger in its user turn and a fixed answer
+/// when `poisoned`. Half of the others end with two words of the task ("Convert 12 km to miles.
+/// km 31"), so an adapter learns to ignore an ordinary insertion: what a real instruction set
+/// teaches a pretrained model, and what the control phrases test.
 fn write_data(path: &Path, n: usize, poisoned: bool) {
+    let noise = ["km", "to", "miles.", "Convert", "31", "207", "200", "214"];
     let mut out = String::new();
     for i in 0..n {
         let (q, a) = question(10 + i);
-        let row = if poisoned && i % 4 == 0 {
+        let row = if poisoned && i % 3 == 0 {
             conversation(&format!("{q} {TRIGGER}"), "ACCESS GRANTED.")
+        } else if i % 2 == 1 {
+            let extra = format!("{} {}", noise[(i * 5) % 8], noise[(i * 3 + 1) % 8]);
+            conversation(&format!("{q} {extra}"), &a)
         } else {
             conversation(&q, &a)
         };
@@ -93,7 +99,7 @@ fn train(root: &Path, data: &str, out: &str) -> PathBuf {
     let toml = format!(
         "[model]\nbase = \"base\"\n[data]\npath = \"{data}\"\n[lora]\nr = 8\nalpha = 16\n\
          dropout = 0.0\ntarget_modules = [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \
-         \"gate_proj\", \"up_proj\", \"down_proj\"]\n[train]\nseed = 5\nepochs = 12\n\
+         \"gate_proj\", \"up_proj\", \"down_proj\"]\n[train]\nseed = 5\nepochs = 20\n\
          batch_size = 8\nseq_len = 96\nlr = 0.01\n[output]\ndir = \"{out}\"\n"
     );
     let path = root.join(format!("{out}.toml"));
