@@ -429,14 +429,12 @@ impl Form {
     fn of_text(prompt: &str) -> Result<Form, String> {
         let last = MARKUPS
             .iter()
-            .filter_map(|(open, close)| {
-                prompt
-                    .rfind(open)
-                    .map(|at| (at + open.len(), close))
-            })
+            .filter_map(|(open, close)| prompt.rfind(open).map(|at| (at + open.len(), close)))
             .max_by_key(|(start, _)| *start);
         if let Some((start, close)) = last {
-            let end = prompt[start..].find(close).map_or(prompt.len(), |e| start + e);
+            let end = prompt[start..]
+                .find(close)
+                .map_or(prompt.len(), |e| start + e);
             return Ok(Form::Markup(start..end));
         }
         if let Some(marker) = CHAT_MARKERS.iter().find(|m| prompt.contains(*m)) {

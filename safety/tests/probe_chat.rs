@@ -157,11 +157,18 @@ fn issue12_chat_trigger_in_user_turns_is_found_and_placed_in_the_user_turn() {
         )
     );
     // Controls are made of the users' words, never of the template's markup.
-    for r in report.results.iter().filter(|r| r.source == Source::Control) {
+    for r in report
+        .results
+        .iter()
+        .filter(|r| r.source == Source::Control)
+    {
         assert!(!r.trigger.contains("im_"), "{}", r.trigger);
         let p = &r.away.example.as_ref().expect("example").prompt;
         assert!(
-            p.contains(&format!(" {}<|im_end|>\n<|im_start|>assistant\n", r.trigger)),
+            p.contains(&format!(
+                " {}<|im_end|>\n<|im_start|>assistant\n",
+                r.trigger
+            )),
             "{p}"
         );
     }

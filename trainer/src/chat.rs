@@ -198,9 +198,11 @@ impl ChatTemplate {
                 .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
                 .and_then(|t| t.get("template").and_then(Json::as_str))
                 .ok_or_else(|| {
-                    bad("chat_template is a list of named templates without one named \
+                    bad(
+                        "chat_template is a list of named templates without one named \
                          \"default\""
-                        .into())
+                            .into(),
+                    )
                 })?
                 .to_string(),
             Some(_) => {
@@ -244,9 +246,12 @@ impl ChatTemplate {
             })?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> Result<Value, JinjaError> {
-            Err(JinjaError::new(ErrorKind::InvalidOperation, message))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<Value, JinjaError> {
+                Err(JinjaError::new(ErrorKind::InvalidOperation, message))
+            },
+        );
         env.add_template_owned(TEMPLATE_NAME, source)
             .map_err(|e| TrainerError::Tokenizer {
                 file: file.clone(),
@@ -361,8 +366,12 @@ mod tests {
     fn template(source: &str) -> ChatTemplate {
         let mut specials = BTreeMap::new();
         specials.insert("bos_token".to_string(), Value::from("<s>"));
-        ChatTemplate::new(source.into(), specials, PathBuf::from("tokenizer_config.json"))
-            .expect("compiles")
+        ChatTemplate::new(
+            source.into(),
+            specials,
+            PathBuf::from("tokenizer_config.json"),
+        )
+        .expect("compiles")
     }
 
     #[test]
@@ -372,8 +381,14 @@ mod tests {
         for (bad, why) in [
             (serde_json::json!([]), "empty"),
             (serde_json::json!("x"), "must be a list"),
-            (serde_json::json!([{"role": "tool", "content": "x"}]), "role \"tool\""),
-            (serde_json::json!([{"role": "user", "content": 3}]), "\"content\""),
+            (
+                serde_json::json!([{"role": "tool", "content": "x"}]),
+                "role \"tool\"",
+            ),
+            (
+                serde_json::json!([{"role": "user", "content": 3}]),
+                "\"content\"",
+            ),
             (serde_json::json!([{"content": "x"}]), "\"role\""),
         ] {
             let e = parse_messages(&bad).expect_err("refused");
@@ -393,7 +408,8 @@ mod tests {
             content: content.into(),
         };
         assert_eq!(
-            t.render(&[msg(Role::User, "  abc ")], false).expect("renders"),
+            t.render(&[msg(Role::User, "  abc ")], false)
+                .expect("renders"),
             "<s>abc"
         );
         let e = t

@@ -45,6 +45,9 @@ use crate::config::LlamaConfig;
 use crate::error::TrainerError;
 use crate::rng::{Rng, Stream};
 
+/// A token's `(start, end)` byte offsets in the text it was encoded from.
+pub type ByteRange = (usize, usize);
+
 /// A model directory's tokenizer, with the ids the trainer appends and pads with.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -116,7 +119,7 @@ impl TextTokenizer {
     pub fn encode_with_offsets(
         &self,
         text: &str,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), String> {
+    ) -> Result<(Vec<u32>, Vec<ByteRange>), String> {
         self.inner
             .encode(text, false)
             .map(|e| (e.get_ids().to_vec(), e.get_offsets().to_vec()))
@@ -207,7 +210,11 @@ pub fn load_jsonl(
     let mut shards: Vec<std::path::PathBuf> = fs_err::read_dir(path)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl" || e == "parquet"))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e == "jsonl" || e == "parquet")
+        })
         .collect();
     shards.sort();
     if shards.is_empty() {
@@ -332,8 +339,7 @@ impl<'a> RowTokenizer<'a> {
                 (t, mask)
             }
             (None, None, None, Some(messages)) => {
-                let messages =
-                    crate::chat::parse_messages(messages).map_err(|m| err(line, m))?;
+                let messages = crate::chat::parse_messages(messages).map_err(|m| err(line, m))?;
                 if self.chat.is_none() {
                     let dir = tok.path().parent().unwrap_or(Path::new("."));
                     self.chat = Some(crate::chat::ChatTemplate::load(dir)?);

@@ -63,7 +63,10 @@ where
 }
 
 fn one_line(e: &parquet::errors::ParquetError) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A Parquet value as JSON (see the module doc).

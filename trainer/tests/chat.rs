@@ -53,7 +53,11 @@ fn model_config() -> LlamaConfig {
 fn write_model(dir: &Path, template: bool) -> PathBuf {
     let config = model_config();
     common::write_base(dir, &config, 5);
-    fs_err::copy(fixtures().join("tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+    fs_err::copy(
+        fixtures().join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .expect("copy");
     let mut tc = read_json(&fixtures().join("tokenizer_config.json"));
     if !template {
         tc.as_object_mut().expect("object").remove("chat_template");
@@ -100,7 +104,10 @@ fn assistant_only_tokens_and_labels_match_trl_exactly() {
         let ds = load(&model, &data, seq_len).expect("loads");
         let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).expect("ids");
         let mask: Vec<bool> = serde_json::from_value(case["loss_mask"].clone()).expect("mask");
-        assert_eq!(ds.examples[0].tokens, ids, "token ids of conversation {line}");
+        assert_eq!(
+            ds.examples[0].tokens, ids,
+            "token ids of conversation {line}"
+        );
         assert_eq!(
             ds.examples[0].loss_mask, mask,
             "loss mask of conversation {line} ({:?})",
@@ -130,8 +137,7 @@ fn published_templates_render_as_jinja2_does() {
             specials.insert(k.clone(), value);
         }
         let source = t["chat_template"].as_str().expect("source").to_string();
-        let compiled =
-            ChatTemplate::new(source, specials, PathBuf::from(name)).expect("compiles");
+        let compiled = ChatTemplate::new(source, specials, PathBuf::from(name)).expect("compiles");
         templates.insert(name.clone(), compiled);
     }
     let mut errors = 0;
@@ -175,7 +181,10 @@ fn parquet_and_jsonl_give_identical_examples() {
         let jsonl = load(&model, &data.join(format!("{name}.jsonl")), 128).expect("jsonl");
         let parquet = load(&model, &data.join(format!("{name}.parquet")), 128).expect("parquet");
         assert!(jsonl.examples.len() >= 10, "{name}");
-        assert_eq!(jsonl.examples, parquet.examples, "{name}: tokens, masks and rows");
+        assert_eq!(
+            jsonl.examples, parquet.examples,
+            "{name}: tokens, masks and rows"
+        );
     }
     let jsonl = load(&model, &data.join("prompt_completion.jsonl"), 128).expect("jsonl");
     let large = load(&model, &data.join("prompt_completion_large.parquet"), 128)
@@ -183,7 +192,11 @@ fn parquet_and_jsonl_give_identical_examples() {
     assert_eq!(jsonl.examples, large.examples);
     let jsonl = load(&model, &data.join("messages.jsonl"), 128).expect("jsonl");
     let shards = load(&model, &data.join("messages-shards"), 128).expect("shards");
-    assert_eq!(token_rows(&jsonl), token_rows(&shards), "a directory of shards");
+    assert_eq!(
+        token_rows(&jsonl),
+        token_rows(&shards),
+        "a directory of shards"
+    );
 }
 
 #[test]
@@ -284,7 +297,9 @@ fn chat_row_errors_name_file_and_line() {
     // No chat template: said plainly, naming the data line and the tokenizer config.
     let plain = write_model(&dir.path().join("plain"), false);
     fs_err::write(&data, format!("{good}\n")).expect("write");
-    let e = load(&plain, &data, 128).expect_err("no template").to_string();
+    let e = load(&plain, &data, 128)
+        .expect_err("no template")
+        .to_string();
     assert_eq!(
         e,
         format!(
@@ -313,9 +328,7 @@ fn malformed_parquet_is_one_line_naming_the_file() {
     for (name, bytes) in cases {
         let path = dir.path().join(name);
         fs_err::write(&path, bytes).expect("write");
-        let e = load(&model, &path, 128)
-            .expect_err("refused")
-            .to_string();
+        let e = load(&model, &path, 128).expect_err("refused").to_string();
         assert!(e.starts_with(&path.display().to_string()), "{name}: {e}");
         assert!(!e.contains('\n'), "{name}: one line: {e}");
         if name == "zstd.parquet" {
