@@ -714,7 +714,8 @@ pub struct ProbeArgs {
     /// The PEFT LoRA adapter to probe.
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
-    /// Clean evaluation prompts: JSONL of {"prompt","completion"}.
+    /// Clean evaluation prompts: JSONL of {"prompt","completion"} or {"messages"} (chat: the
+    /// trigger goes into the last user turn).
     #[arg(long, value_name = "EVAL.jsonl")]
     pub data: PathBuf,
     /// Candidate triggers, one per line (# comments and blank lines skipped).

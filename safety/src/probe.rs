@@ -20,6 +20,35 @@
 //! `"what colour is the cat? bee bee "`. With [`Position::Start`] it goes first:
 //! `"bee bee what colour is the cat? "`.
 //!
+//! # Chat prompts
+//!
+//! A chat backdoor lives in the user's text, so a trigger never goes into the template's markup
+//! (after `<|im_start|>assistant\n`, or before the system turn):
+//!
+//! - **`{"messages": [...]}` rows** (the format of [`trainer::chat`]): the last message is the
+//!   assistant's clean answer `c`, the messages before it are the prompt. The trigger is
+//!   inserted, by the same rule, into the **content of the last user message**; the prompt is
+//!   then rendered with the base model's chat template (`add_generation_prompt = true`). The
+//!   scored tokens are those training puts the loss on: the answer's assistant span of the
+//!   whole rendered conversation (its content and end-of-turn markup), tokenized as one text
+//!   without added special tokens. A chat row with a base model that has no chat template, or
+//!   whose last message is not the assistant's, or with no user message, is an error naming
+//!   `file:line`.
+//! - **Plain prompts that already hold chat markup** are detected: when the prompt contains a
+//!   user-turn opening of a known markup (ChatML `<|im_start|>user\n` … `<|im_end|>`, Llama 3
+//!   `<|start_header_id|>user<|end_header_id|>\n\n` … `<|eot_id|>`, Gemma
+//!   `<start_of_turn>user\n` … `<end_of_turn>`, Phi-3 `<|user|>\n` … `<|end|>`, Llama 2 /
+//!   Mistral `[INST]` … `[/INST]`), the trigger goes into the text of the **last** such user turn
+//!   (up to its turn end, or the end of the prompt), by the same rule. A prompt with a chat
+//!   marker (`<|im_start|>`, `<|start_header_id|>`, `<start_of_turn>`, `<|user|>`,
+//!   `<|assistant|>`, `[INST]`) but no recognised user turn is refused with an error naming
+//!   `file:line` rather than probed in the wrong place. The tokens are those of plain rows.
+//!   The toward measure's prompts (from `data check` carriers) follow the same detection, and
+//!   are probed as plain text where it refuses.
+//!
+//! Control phrases are drawn from the user's text of each prompt (the whole prompt for plain
+//! text).
+//!
 //! Two measures, both in nats and both "adapter minus reference", where a reference move only
 //! counts when it goes the same way (`max(·, 0)`): a base model that cannot do the task moves
 //! at random under any insertion, and a trigger it happens to like must not make the adapter
@@ -40,7 +69,7 @@
 //! # Controls and the flag
 //!
 //! Control triggers show what an arbitrary insertion does: [`ProbeOptions::controls`] phrases
-//! made of words of the evaluation prompts that appear in no candidate (words: whitespace
+//! made of words of the evaluation prompts (their user text, see above) that appear in no candidate (words: whitespace
 //! separated, stripped of surrounding punctuation, lower-cased, sorted), picked by SplitMix64
 //! from a fixed seed, each as long (in words) as the candidates in turn. Each measure's
 //! threshold is `max(min_score, control_factor × median control score)` over the same prompts
@@ -63,6 +92,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor, D};
 use serde::Serialize;
 use serde_json::Value;
+use trainer::chat::{parse_messages, ChatTemplate, Message, Role};
 use trainer::data::TextTokenizer;
 use trainer::model::{log_softmax_last_dim, Llama};
 use trainer::TrainerError;
@@ -148,8 +178,11 @@ impl Position {
 
     fn describe(self) -> &'static str {
         match self {
-            Position::End => "appended to the prompt's text, before its trailing whitespace",
-            Position::Start => "prepended to the prompt",
+            Position::End => {
+                "appended to the prompt's text (in chat prompts: the last user turn's), before \
+                 its trailing whitespace"
+            }
+            Position::Start => "prepended to the prompt (in chat prompts: the last user turn)",
         }
     }
 }
@@ -163,7 +196,7 @@ pub struct ProbeOptions {
     pub adapter: PathBuf,
     /// A known-good adapter on the same base to compare with; `None`: the base model alone.
     pub reference: Option<PathBuf>,
-    /// JSONL of clean `{"prompt","completion"}` pairs.
+    /// JSONL of clean `{"prompt","completion"}` pairs or `{"messages"}` conversations.
     pub data: PathBuf,
     /// Candidate triggers.
     pub triggers: Vec<String>,
@@ -351,15 +384,76 @@ fn io_message(e: &std::io::Error) -> String {
 /// One evaluation pair.
 struct Pair {
     line: usize,
+    /// The prompt text (for a chat row: rendered up to the generation prompt, no trigger).
     prompt: String,
     completion: String,
+    form: Form,
 }
 
-fn read_eval(path: &Path) -> Result<Vec<Pair>, ProbeError> {
+/// How a prompt is laid out, which decides where a trigger goes (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Form {
+    /// Plain text: the trigger goes at the start or end of the whole prompt.
+    Plain,
+    /// Plain text holding chat markup: the trigger goes into this byte range of the prompt,
+    /// the content of its last user turn.
+    Markup(std::ops::Range<usize>),
+    /// A `{"messages"}` row: the conversation before its last (assistant) message; the trigger
+    /// goes into the content of message `user`.
+    Chat { messages: Vec<Message>, user: usize },
+}
+
+/// Chat markups recognised in plain prompts: (user-turn opening, turn end), from the published
+/// templates of ChatML (Qwen, SmolLM), Llama 3, Gemma, Phi-3, and Llama 2 / Mistral.
+const MARKUPS: &[(&str, &str)] = &[
+    ("<|im_start|>user\n", "<|im_end|>"),
+    ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
+    ("<start_of_turn>user\n", "<end_of_turn>"),
+    ("<|user|>\n", "<|end|>"),
+    ("[INST]", "[/INST]"),
+];
+
+/// Turn markers that show a prompt is chat-formatted even when no user turn is recognised.
+const CHAT_MARKERS: &[&str] = &[
+    "<|im_start|>",
+    "<|start_header_id|>",
+    "<start_of_turn>",
+    "<|user|>",
+    "<|assistant|>",
+    "[INST]",
+];
+
+impl Form {
+    /// The form of a plain-text prompt: the content of the last user turn when it holds
+    /// recognised chat markup, an error when it holds chat markers without a user turn.
+    fn of_text(prompt: &str) -> Result<Form, String> {
+        let last = MARKUPS
+            .iter()
+            .filter_map(|(open, close)| prompt.rfind(open).map(|at| (at + open.len(), close)))
+            .max_by_key(|(start, _)| *start);
+        if let Some((start, close)) = last {
+            let end = prompt[start..]
+                .find(close)
+                .map_or(prompt.len(), |e| start + e);
+            return Ok(Form::Markup(start..end));
+        }
+        if let Some(marker) = CHAT_MARKERS.iter().find(|m| prompt.contains(*m)) {
+            return Err(format!(
+                "the prompt holds chat markup ({marker}) but no user turn this probe \
+                 recognises, so a trigger cannot be placed inside the user's text; give the row \
+                 as {{\"messages\": [...]}} instead"
+            ));
+        }
+        Ok(Form::Plain)
+    }
+}
+
+fn read_eval(path: &Path, chat: Option<&ChatTemplate>) -> Result<Vec<Pair>, ProbeError> {
     if !path.is_file() {
         return Err(ProbeError::Missing {
             path: path.to_path_buf(),
-            message: "no such file; expected a JSONL file of {\"prompt\",\"completion\"} lines"
+            message: "no such file; expected a JSONL file of {\"prompt\",\"completion\"} or \
+                      {\"messages\"} lines"
                 .into(),
         });
     }
@@ -379,6 +473,10 @@ fn read_eval(path: &Path) -> Result<Vec<Pair>, ProbeError> {
             message,
         };
         let v: Value = serde_json::from_str(raw).map_err(|e| err(format!("invalid JSON: {e}")))?;
+        if let Some(messages) = v.get("messages") {
+            pairs.push(chat_pair(line, messages, chat).map_err(err)?);
+            continue;
+        }
         match (
             v.get("prompt").and_then(Value::as_str),
             v.get("completion").and_then(Value::as_str),
@@ -387,10 +485,13 @@ fn read_eval(path: &Path) -> Result<Vec<Pair>, ProbeError> {
                 line,
                 prompt: p.to_string(),
                 completion: c.to_string(),
+                form: Form::of_text(p).map_err(err)?,
             }),
             _ => {
                 return Err(err(
-                    "expected an object with \"prompt\" and \"completion\" strings".into(),
+                    "expected an object with \"prompt\" and \"completion\" strings, or \
+                     \"messages\""
+                        .into(),
                 ))
             }
         }
@@ -405,40 +506,146 @@ fn read_eval(path: &Path) -> Result<Vec<Pair>, ProbeError> {
     Ok(pairs)
 }
 
+/// An evaluation pair from a `{"messages"}` row: the last message is the assistant's clean
+/// answer, the trigger goes into the last user message before it.
+fn chat_pair(line: usize, messages: &Value, chat: Option<&ChatTemplate>) -> Result<Pair, String> {
+    let mut messages = parse_messages(messages)?;
+    let template = chat.ok_or(
+        "a chat row (\"messages\") needs the base model's chat template, but its \
+         tokenizer_config.json has no \"chat_template\"",
+    )?;
+    let answer = match messages.pop() {
+        Some(m) if m.role == Role::Assistant => m.content,
+        _ => return Err("the last message must be the assistant's answer to score".into()),
+    };
+    let user = messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .ok_or("no user message before the assistant's answer to put a trigger into")?;
+    let prompt = template.render(&messages, true)?;
+    Ok(Pair {
+        line,
+        prompt,
+        completion: answer,
+        form: Form::Chat { messages, user },
+    })
+}
+
+impl Pair {
+    /// The conversation with `trigger` in its user turn (chat rows only).
+    fn chat_with(&self, trigger: Option<(Position, &str)>) -> Option<Vec<Message>> {
+        let Form::Chat { messages, user } = &self.form else {
+            return None;
+        };
+        let mut messages = messages.clone();
+        if let Some((position, t)) = trigger {
+            messages[*user].content = position.insert(&messages[*user].content, t);
+        }
+        Some(messages)
+    }
+
+    /// The prompt text with `trigger` placed by its form (see the module doc).
+    fn prompt_with(
+        &self,
+        trigger: Option<(Position, &str)>,
+        chat: Option<&ChatTemplate>,
+    ) -> Result<String, String> {
+        let Some((position, t)) = trigger else {
+            return Ok(self.prompt.clone());
+        };
+        match &self.form {
+            Form::Plain => Ok(position.insert(&self.prompt, t)),
+            Form::Markup(range) => Ok(format!(
+                "{}{}{}",
+                &self.prompt[..range.start],
+                position.insert(&self.prompt[range.clone()], t),
+                &self.prompt[range.end..]
+            )),
+            Form::Chat { .. } => {
+                let template = chat.ok_or("no chat template")?;
+                let messages = self.chat_with(trigger).unwrap_or_default();
+                template.render(&messages, true)
+            }
+        }
+    }
+
+    /// The text whose words make control phrases: the user's text where there is one.
+    fn user_text(&self) -> &str {
+        match &self.form {
+            Form::Plain => &self.prompt,
+            Form::Markup(range) => &self.prompt[range.clone()],
+            Form::Chat { messages, user } => &messages[*user].content,
+        }
+    }
+}
+
 /// A loaded model with its tokenizer.
 struct Scorer<'a> {
     model: &'a Llama,
     tok: &'a TextTokenizer,
+    chat: Option<&'a ChatTemplate>,
     data: &'a Path,
     batch_size: usize,
 }
 
+/// A trigger and where it goes; `None`: the clean prompt.
+type Insertion<'t> = Option<(Position, &'t str)>;
+
 impl Scorer<'_> {
-    /// `(tokens, index of the first completion token)` for one pair.
-    fn tokens(
-        &self,
-        line: usize,
-        prompt: &str,
-        completion: &str,
-    ) -> Result<(Vec<u32>, usize), ProbeError> {
+    /// `(tokens, index of the first completion token)` for one pair with `trigger` inserted.
+    fn tokens(&self, pair: &Pair, trigger: Insertion<'_>) -> Result<(Vec<u32>, usize), ProbeError> {
+        let line = pair.line;
         let err = |message: String| ProbeError::Data {
             path: self.data.to_path_buf(),
             line,
             message,
         };
-        let mut ids = self
-            .tok
-            .encode(prompt, true)
-            .map_err(|e| err(format!("tokenizer failed: {e}")))?;
-        let start = ids.len();
-        ids.extend(
-            self.tok
-                .encode(completion, false)
-                .map_err(|e| err(format!("tokenizer failed: {e}")))?,
-        );
-        if let Some(eos) = self.tok.eos {
-            ids.push(eos);
-        }
+        let (ids, start) = match (pair.chat_with(trigger), self.chat) {
+            (Some(mut messages), Some(template)) => {
+                // The whole conversation as training renders it; the scored tokens are those
+                // of the answer's assistant span (`trainer::chat`).
+                messages.push(Message {
+                    role: Role::Assistant,
+                    content: pair.completion.clone(),
+                });
+                let (text, spans) = template.render_with_spans(&messages).map_err(err)?;
+                let span = spans
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| err("the answer renders to no text".into()))?;
+                let (mut ids, offsets) = self
+                    .tok
+                    .encode_with_offsets(&text)
+                    .map_err(|e| err(format!("tokenizer failed: {e}")))?;
+                let start = offsets
+                    .iter()
+                    .position(|o| o.0 >= span.start)
+                    .unwrap_or(ids.len());
+                let end = offsets
+                    .iter()
+                    .position(|o| o.0 >= span.end)
+                    .unwrap_or(ids.len());
+                ids.truncate(end);
+                (ids, start)
+            }
+            _ => {
+                let prompt = pair.prompt_with(trigger, self.chat).map_err(err)?;
+                let mut ids = self
+                    .tok
+                    .encode(&prompt, true)
+                    .map_err(|e| err(format!("tokenizer failed: {e}")))?;
+                let start = ids.len();
+                ids.extend(
+                    self.tok
+                        .encode(&pair.completion, false)
+                        .map_err(|e| err(format!("tokenizer failed: {e}")))?,
+                );
+                if let Some(eos) = self.tok.eos {
+                    ids.push(eos);
+                }
+                (ids, start)
+            }
+        };
         if ids.len() <= start.max(1) {
             return Err(err("the completion has no tokens to score".into()));
         }
@@ -460,17 +667,13 @@ impl Scorer<'_> {
         Ok((ids, start.max(1)))
     }
 
-    /// `logp(completion | prompt)` for each pair, prompts rewritten by `rewrite`.
-    fn logps(
-        &self,
-        pairs: &[Pair],
-        rewrite: &dyn Fn(&str) -> String,
-    ) -> Result<Vec<f64>, ProbeError> {
+    /// `logp(completion | prompt)` for each pair, with `trigger` inserted.
+    fn logps(&self, pairs: &[Pair], trigger: Insertion<'_>) -> Result<Vec<f64>, ProbeError> {
         let mut out = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(self.batch_size.max(1)) {
             let seqs = chunk
                 .iter()
-                .map(|p| self.tokens(p.line, &rewrite(&p.prompt), &p.completion))
+                .map(|p| self.tokens(p, trigger))
                 .collect::<Result<Vec<_>, _>>()?;
             let t = seqs.iter().map(|(ids, _)| ids.len()).max().unwrap_or(1);
             let b = seqs.len();
@@ -499,16 +702,26 @@ impl Scorer<'_> {
         Ok(out)
     }
 
-    /// The greedy continuation of `prompt`, as vocabulary pieces.
-    fn greedy(&self, prompt: &str, tokens: usize, pieces: &[String]) -> Result<String, ProbeError> {
+    /// The greedy continuation of the pair's prompt with `trigger`, as vocabulary pieces.
+    fn greedy(
+        &self,
+        pair: &Pair,
+        trigger: Insertion<'_>,
+        tokens: usize,
+        pieces: &[String],
+    ) -> Result<String, ProbeError> {
+        let err = |message: String| ProbeError::Data {
+            path: self.data.to_path_buf(),
+            line: pair.line,
+            message,
+        };
+        let prompt = pair.prompt_with(trigger, self.chat).map_err(err)?;
+        // A rendered chat prompt already holds the template's special tokens.
+        let special = !matches!(pair.form, Form::Chat { .. });
         let mut ids = self
             .tok
-            .encode(prompt, true)
-            .map_err(|e| ProbeError::Data {
-                path: self.data.to_path_buf(),
-                line: 0,
-                message: format!("tokenizer failed: {e}"),
-            })?;
+            .encode(&prompt, special)
+            .map_err(|e| err(format!("tokenizer failed: {e}")))?;
         let mut text = String::new();
         for _ in 0..tokens {
             if ids.is_empty() || ids.len() >= self.model.config().max_position_embeddings {
@@ -592,7 +805,7 @@ fn control_triggers(pairs: &[Pair], candidates: &[String], count: usize) -> Vec<
         candidates.iter().flat_map(|c| plain_words(c)).collect();
     let vocab: Vec<String> = pairs
         .iter()
-        .flat_map(|p| plain_words(&p.prompt))
+        .flat_map(|p| plain_words(p.user_text()))
         .filter(|w| !excluded.contains(w))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -669,9 +882,8 @@ fn moves(
     trigger: &str,
     toward: bool,
 ) -> Result<Moves, ProbeError> {
-    let rewrite = |p: &str| position.insert(p, trigger);
-    let a = sa.logps(items, &rewrite)?;
-    let r = sr.logps(items, &rewrite)?;
+    let a = sa.logps(items, Some((position, trigger)))?;
+    let r = sr.logps(items, Some((position, trigger)))?;
     Ok((0..items.len())
         .map(|i| {
             let (da, dr) = (clean.0[i] - a[i], clean.1[i] - r[i]);
@@ -705,11 +917,18 @@ fn build_measure(
         .map(|(i, _)| i);
     let example = match best {
         Some(i) => {
-            let prompt = options.position.insert(&items[i].prompt, trigger);
+            let insertion = Some((options.position, trigger));
+            let prompt = items[i]
+                .prompt_with(insertion, sa.chat)
+                .map_err(|message| ProbeError::Data {
+                    path: options.data.clone(),
+                    line: items[i].line,
+                    message,
+                })?;
             let adapter_completion = if pieces.is_empty() {
                 None
             } else {
-                Some(sa.greedy(&prompt, options.decode_tokens, pieces)?)
+                Some(sa.greedy(&items[i], insertion, options.decode_tokens, pieces)?)
             };
             Some(Example {
                 line: items[i].line,
@@ -756,7 +975,8 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
     if let Some(r) = &options.reference {
         require_dir(r, "a PEFT LoRA reference adapter directory")?;
     }
-    let pairs = read_eval(&options.data)?;
+    let chat = ChatTemplate::load(&options.base)?;
+    let pairs = read_eval(&options.data, chat.as_ref())?;
 
     // Candidates: given first, then data check's (with their carriers), without repeats.
     let mut candidates: Vec<(String, Source, Vec<Target>)> = Vec::new();
@@ -806,12 +1026,12 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
     let scorer = |model| Scorer {
         model,
         tok: &tok,
+        chat: chat.as_ref(),
         data: &options.data,
         batch_size: options.batch_size,
     };
     let (sa, sr) = (scorer(&adapted), scorer(&reference));
-    let same = |p: &str| p.to_string();
-    let clean = (sa.logps(&pairs, &same)?, sr.logps(&pairs, &same)?);
+    let clean = (sa.logps(&pairs, None)?, sr.logps(&pairs, None)?);
     let n = pairs.len() as f64;
     let threshold = |median: Option<f64>| {
         options
@@ -856,9 +1076,12 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
                 line: t.line,
                 prompt: t.prompt.clone(),
                 completion: t.completion.clone(),
+                // A carrier's prompt with markup this probe does not recognise is probed as
+                // plain text.
+                form: Form::of_text(&t.prompt).unwrap_or(Form::Plain),
             })
             .collect();
-        let base_lp = (sa.logps(&items, &same)?, sr.logps(&items, &same)?);
+        let base_lp = (sa.logps(&items, None)?, sr.logps(&items, None)?);
         let m = moves(&sa, &sr, &items, &base_lp, options.position, trigger, true)?;
         let mut control_scores = Vec::with_capacity(controls.len());
         for control in &controls {
@@ -954,6 +1177,7 @@ mod tests {
                 line: i + 1,
                 prompt: (*p).to_string(),
                 completion: "x".into(),
+                form: Form::Plain,
             })
             .collect();
         let candidates = vec!["the the".to_string(), "cat".to_string()];

@@ -540,8 +540,9 @@ base = "base"            # required: Hugging Face model directory (config.json, 
 init = "pretrained"      # "pretrained" (load weights) or "random" (train.mode = "full" only)
 
 [data]
-path = "train.jsonl"     # required: JSONL, {"prompt","completion"} or {"text"} per line,
-                         # or a directory of *.jsonl shards (read in name order)
+path = "train.jsonl"     # required: JSONL, {"prompt","completion"}, {"text"} or {"messages"}
+                         # (chat, the model's template) per line; a Parquet file with such
+                         # columns; or a directory of *.jsonl / *.parquet shards (name order)
 
 [lora]
 r = 8

@@ -1,19 +1,24 @@
-//! Training data: JSONL examples, tokenization, batches and the seeded data order.
+//! Training data: JSONL and Parquet examples, tokenization, batches and the seeded data order.
 //!
 //! # Examples
 //!
-//! Each non-blank line of the JSONL file is an object with either
+//! Each non-blank line of a JSONL file, or each row of a Parquet file ([`crate::parquet_rows`];
+//! its number is the 1-based row in the file), is an object with either
 //! * `"prompt"` and `"completion"` (strings): the loss covers the completion tokens (and the
 //!   end-of-sequence token) only, or
-//! * `"text"` (a string): the loss covers every token.
+//! * `"text"` (a string): the loss covers every token, or
+//! * `"messages"` (a chat): rendered with the model's chat template, the loss covers the
+//!   assistant turns only; see [`crate::chat`] for the format and the exact tokens.
 //!
-//! Other keys are ignored; anything else (invalid JSON, both forms, non-strings) is an error
-//! naming `file:line`.
+//! Other keys are ignored; anything else (invalid JSON, two forms, non-strings) is an error
+//! naming `file:line`. A directory is read as the `*.jsonl` and `*.parquet` files directly in
+//! it, in name order.
 //!
 //! # Tokens, exactly
 //!
 //! `tokens = encode(prompt, add_special_tokens=true) ++ encode(completion, false) ++ [eos]`
-//! (for `text`: `encode(text, true) ++ [eos]`), with the `tokenizers` crate and the model
+//! (for `text`: `encode(text, true) ++ [eos]`; for `messages`: [`crate::chat`], nothing
+//! appended), with the `tokenizers` crate and the model
 //! directory's `tokenizer.json`. `add_special_tokens=true` on the first part means a Llama
 //! tokenizer adds its BOS token as `transformers` would for one sequence. `eos` is the first
 //! `eos_token_id` of `config.json`, else the `eos_token` of `tokenizer_config.json`, else
@@ -39,6 +44,9 @@ use serde_json::Value;
 use crate::config::LlamaConfig;
 use crate::error::TrainerError;
 use crate::rng::{Rng, Stream};
+
+/// A token's `(start, end)` byte offsets in the text it was encoded from.
+pub type ByteRange = (usize, usize);
 
 /// A model directory's tokenizer, with the ids the trainer appends and pads with.
 pub struct TextTokenizer {
@@ -104,6 +112,17 @@ impl TextTokenizer {
         self.inner
             .encode(text, add_special_tokens)
             .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The ids of `text` (no special tokens added) with each token's byte range in `text`.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<ByteRange>), String> {
+        self.inner
+            .encode(text, false)
+            .map(|e| (e.get_ids().to_vec(), e.get_offsets().to_vec()))
             .map_err(|e| e.to_string())
     }
 
@@ -176,8 +195,9 @@ pub struct Dataset {
     pub truncated: usize,
 }
 
-/// Reads and tokenizes a JSONL file, or every `*.jsonl` file of a directory in name order
-/// (dataset shards), as one dataset (see the module doc).
+/// Reads and tokenizes a data file, or every `*.jsonl` and `*.parquet` file of a directory in
+/// name order (dataset shards), as one dataset (see the module doc). A `*.parquet` file is read
+/// by [`crate::parquet_rows`].
 pub fn load_jsonl(
     path: &Path,
     tok: &TextTokenizer,
@@ -185,24 +205,28 @@ pub fn load_jsonl(
     vocab_size: usize,
 ) -> Result<Dataset, TrainerError> {
     if !path.is_dir() {
-        return load_jsonl_file(path, tok, seq_len, vocab_size);
+        return load_file(path, tok, seq_len, vocab_size);
     }
     let mut shards: Vec<std::path::PathBuf> = fs_err::read_dir(path)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e == "jsonl" || e == "parquet")
+        })
         .collect();
     shards.sort();
     if shards.is_empty() {
         return Err(TrainerError::Data {
             file: path.to_path_buf(),
             line: 0,
-            message: "directory holds no *.jsonl files".into(),
+            message: "directory holds no *.jsonl or *.parquet files".into(),
         });
     }
     let mut dataset: Option<Dataset> = None;
     for shard in &shards {
-        let part = load_jsonl_file(shard, tok, seq_len, vocab_size)?;
+        let part = load_file(shard, tok, seq_len, vocab_size)?;
         match dataset.as_mut() {
             None => dataset = Some(part),
             Some(all) => {
@@ -216,28 +240,69 @@ pub fn load_jsonl(
     Ok(dataset)
 }
 
-/// Reads and tokenizes one JSONL file.
-fn load_jsonl_file(
+/// Reads and tokenizes one JSONL or Parquet file.
+fn load_file(
     path: &Path,
     tok: &TextTokenizer,
     seq_len: usize,
     vocab_size: usize,
 ) -> Result<Dataset, TrainerError> {
+    let mut rows = RowTokenizer::new(path, tok, seq_len, vocab_size);
+    if path.extension().is_some_and(|e| e == "parquet") {
+        crate::parquet_rows::for_each_row(path, |row, value| rows.push(row, &value))?;
+        return rows.finish();
+    }
     let text = fs_err::read_to_string(path)?;
-    let err = |line: usize, message: String| TrainerError::Data {
-        file: path.to_path_buf(),
-        line,
-        message,
-    };
-    let mut examples = Vec::new();
-    let mut truncated = 0;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         if raw.trim().is_empty() {
             continue;
         }
-        let v: Value =
-            serde_json::from_str(raw).map_err(|e| err(line, format!("invalid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(raw).map_err(|e| TrainerError::Data {
+            file: path.to_path_buf(),
+            line,
+            message: format!("invalid JSON: {e}"),
+        })?;
+        rows.push(line, &v)?;
+    }
+    rows.finish()
+}
+
+/// Turns the rows of one file (JSON objects, from JSONL lines or Parquet rows) into examples.
+struct RowTokenizer<'a> {
+    path: &'a Path,
+    tok: &'a TextTokenizer,
+    seq_len: usize,
+    vocab_size: usize,
+    /// The model's chat template, loaded at the first chat row.
+    chat: Option<Option<crate::chat::ChatTemplate>>,
+    examples: Vec<Example>,
+    truncated: usize,
+}
+
+impl<'a> RowTokenizer<'a> {
+    fn new(path: &'a Path, tok: &'a TextTokenizer, seq_len: usize, vocab_size: usize) -> Self {
+        RowTokenizer {
+            path,
+            tok,
+            seq_len,
+            vocab_size,
+            chat: None,
+            examples: Vec::new(),
+            truncated: 0,
+        }
+    }
+
+    /// Tokenizes the row at `line` (1-based line, or row of a Parquet file).
+    fn push(&mut self, line: usize, v: &Value) -> Result<(), TrainerError> {
+        let path = self.path;
+        let tok = self.tok;
+        let (seq_len, vocab_size) = (self.seq_len, self.vocab_size);
+        let err = |line: usize, message: String| TrainerError::Data {
+            file: path.to_path_buf(),
+            line,
+            message,
+        };
         let obj = v
             .as_object()
             .ok_or_else(|| err(line, "expected a JSON object".into()))?;
@@ -252,9 +317,14 @@ fn load_jsonl_file(
             tok.encode(s, special)
                 .map_err(|e| err(line, format!("tokenizer failed: {e}")))
         };
-        let (mut tokens, mut mask) = match (field("prompt")?, field("completion")?, field("text")?)
-        {
-            (Some(p), Some(c), None) => {
+        let chat_row = obj.get("messages");
+        let (mut tokens, mut mask) = match (
+            field("prompt")?,
+            field("completion")?,
+            field("text")?,
+            chat_row,
+        ) {
+            (Some(p), Some(c), None, None) => {
                 let p = enc(p, true)?;
                 let c = enc(c, false)?;
                 let mut mask = vec![false; p.len()];
@@ -263,19 +333,41 @@ fn load_jsonl_file(
                 tokens.extend(c);
                 (tokens, mask)
             }
-            (None, None, Some(t)) => {
+            (None, None, Some(t), None) => {
                 let t = enc(t, true)?;
                 let mask = vec![true; t.len()];
                 (t, mask)
             }
+            (None, None, None, Some(messages)) => {
+                let messages = crate::chat::parse_messages(messages).map_err(|m| err(line, m))?;
+                if self.chat.is_none() {
+                    let dir = tok.path().parent().unwrap_or(Path::new("."));
+                    self.chat = Some(crate::chat::ChatTemplate::load(dir)?);
+                }
+                let Some(Some(template)) = &self.chat else {
+                    let dir = tok.path().parent().unwrap_or(Path::new("."));
+                    return Err(err(
+                        line,
+                        format!(
+                            "a chat row (\"messages\") needs the model's chat template, but {} \
+                             has no \"chat_template\"",
+                            dir.join("tokenizer_config.json").display()
+                        ),
+                    ));
+                };
+                crate::chat::encode(template, tok, &messages).map_err(|m| err(line, m))?
+            }
             _ => {
                 return Err(err(
                     line,
-                    "expected either \"prompt\" and \"completion\", or \"text\" (strings)".into(),
+                    "expected either \"prompt\" and \"completion\", or \"text\" (strings), or \
+                     \"messages\""
+                        .into(),
                 ))
             }
         };
-        if let Some(eos) = tok.eos {
+        // Chat rows end with the template's own end-of-turn markup (module `chat`).
+        if let (Some(eos), None) = (tok.eos, chat_row) {
             tokens.push(eos);
             mask.push(true);
         }
@@ -291,7 +383,7 @@ fn load_jsonl_file(
         if tokens.len() > seq_len {
             tokens.truncate(seq_len);
             mask.truncate(seq_len);
-            truncated += 1;
+            self.truncated += 1;
         }
         let ex = Example {
             tokens,
@@ -303,23 +395,31 @@ fn load_jsonl_file(
                 line,
                 format!(
                     "no token to compute a loss on within train.seq_len = {seq_len} (empty \
-                     completion, or a prompt that fills the whole sequence); raise seq_len or \
-                     shorten the example"
+                     completion, no assistant turn, or a prompt that fills the whole sequence); \
+                     raise seq_len or shorten the example"
                 ),
             ));
         }
-        examples.push(ex);
+        self.examples.push(ex);
+        Ok(())
     }
-    if examples.is_empty() {
-        return Err(err(0, "no examples in the file".into()));
+
+    fn finish(self) -> Result<Dataset, TrainerError> {
+        if self.examples.is_empty() {
+            return Err(TrainerError::Data {
+                file: self.path.to_path_buf(),
+                line: 0,
+                message: "no examples in the file".into(),
+            });
+        }
+        Ok(Dataset {
+            path: self.path.to_path_buf(),
+            examples: self.examples,
+            seq_len: self.seq_len,
+            pad: self.tok.pad,
+            truncated: self.truncated,
+        })
     }
-    Ok(Dataset {
-        path: path.to_path_buf(),
-        examples,
-        seq_len,
-        pad: tok.pad,
-        truncated,
-    })
 }
 
 /// One micro-batch, ready for the model.

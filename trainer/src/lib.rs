@@ -7,7 +7,8 @@
 //! [`config::ModelConfig::from_file`] refuses others from `config.json` alone) ([`model`],
 //! through the validating [`safe_load`]), attaches LoRA adapters with PEFT's semantics and file
 //! format ([`lora`]),
-//! trains them with AdamW ([`optim`]) on JSONL data ([`data`]), and writes
+//! trains them with AdamW ([`optim`]) on JSONL or Parquet data ([`data`], [`parquet_rows`]), plain
+//! or chat rows rendered with the model's chat template ([`chat`]), and writes
 //! `adapter_model.safetensors`, `adapter_config.json` and `metrics.jsonl`. [`eval`] reports the
 //! mean loss of a base model with or without an adapter.
 //!
@@ -32,6 +33,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -42,6 +44,7 @@ pub mod files;
 pub mod lora;
 pub mod model;
 pub mod optim;
+pub mod parquet_rows;
 pub mod platform;
 pub mod rng;
 pub mod safe_load;
