@@ -116,10 +116,7 @@ impl TextTokenizer {
     }
 
     /// The ids of `text` (no special tokens added) with each token's byte range in `text`.
-    pub fn encode_with_offsets(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<u32>, Vec<ByteRange>), String> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteRange>), String> {
         self.inner
             .encode(text, false)
             .map(|e| (e.get_ids().to_vec(), e.get_offsets().to_vec()))

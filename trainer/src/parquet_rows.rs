@@ -20,9 +20,10 @@
 //! # Reader
 //!
 //! The `parquet` crate of Apache arrow-rs, through its row (record) API, without the `arrow`
-//! feature (no Arrow arrays are built, which keeps the build small), with the snappy codec only:
-//! pyarrow's and `datasets`' default. A file compressed otherwise (zstd, gzip, ...), truncated,
-//! or not Parquet at all is refused with one line naming the file.
+//! feature (no Arrow arrays are built, which keeps the build small), with the snappy (pyarrow's
+//! and `datasets`' default), zstd (Polars') and gzip codecs, the ones the data check reads too.
+//! A file compressed otherwise (brotli, lz4, ...), truncated, or not Parquet at all is refused
+//! with one line naming the file.
 
 use std::path::Path;
 
