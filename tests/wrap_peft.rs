@@ -10,7 +10,8 @@
 //!   and names the setting, in text and in `--json`.
 //!
 //! Needs the torch venv of `scripts/torch-venv.sh`: `$TRAINPROV_TORCH_VENV`, else `.venv-torch`
-//! at the repository root. Fails (never skips) when it is missing.
+//! at the repository root, made on first use by that script. Fails (never skips) when it cannot
+//! be made.
 
 mod util;
 
@@ -20,18 +21,23 @@ use util::{Workspace, FAILED, OK};
 
 /// The torch venv's interpreter, or a failure saying how to make it.
 fn torch_python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("scripts/torch-venv.sh");
     let venv = std::env::var_os("TRAINPROV_TORCH_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-torch"));
-    let python = venv.join("bin/python");
+        .unwrap_or_else(|| root.join(".venv-torch"));
+    let made = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&venv)
+        .output()
+        .expect("run scripts/torch-venv.sh");
     assert!(
-        python.is_file(),
-        "{}: no torch venv (PyTorch + transformers + PEFT); run scripts/torch-venv.sh (it makes \
-         .venv-torch at the repository root, or the directory given as its argument) and set \
-         TRAINPROV_TORCH_VENV to it",
-        venv.display()
+        made.status.success(),
+        "{}: scripts/torch-venv.sh could not make the torch venv (PyTorch + transformers + PEFT): {}",
+        venv.display(),
+        String::from_utf8_lossy(&made.stderr).trim()
     );
-    python
+    PathBuf::from(String::from_utf8_lossy(&made.stdout).trim())
 }
 
 /// Determinism settings the run is started with.

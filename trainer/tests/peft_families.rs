@@ -3,8 +3,9 @@
 //! sets including PEFT's `all-linear`.
 //!
 //! Needs the torch venv of `scripts/torch-venv.sh` (Debian's torch, transformers 4.38.2,
-//! PEFT 0.10.0): `TRAINPROV_TORCH_VENV`, else `.venv-torch` at the repository root. Without it
-//! the test FAILS saying how to make it; it never skips. The Python side is
+//! PEFT 0.10.0): `TRAINPROV_TORCH_VENV`, else `.venv-torch` at the repository root, made on first
+//! use by that script (which installs Debian's `python3-torch` when run as root). When it cannot
+//! be made the test FAILS with the script's reason; it never skips. The Python side is
 //! `tests/peft/peft_logits.py`; its doc lists what it checks (tensor names against PEFT's own
 //! save, no unexpected or missing keys on load, bit-equal weights, and that the base it loads
 //! gives the fixture's transformers logits).
@@ -23,17 +24,22 @@ use common::families::{fixture, input_ids, max_diff, train_adapter, TOLERANCE};
 
 fn torch_python() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("scripts/torch-venv.sh");
     let venv = std::env::var_os("TRAINPROV_TORCH_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".venv-torch"));
-    let python = venv.join("bin/python");
+    let made = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&venv)
+        .output()
+        .expect("run scripts/torch-venv.sh");
     assert!(
-        python.is_file(),
-        "no Python venv with torch/transformers/PEFT at {} (set TRAINPROV_TORCH_VENV, or run \
-         scripts/torch-venv.sh to make one)",
-        venv.display()
+        made.status.success(),
+        "{}: scripts/torch-venv.sh could not make the torch venv (PyTorch + transformers + PEFT): {}",
+        venv.display(),
+        String::from_utf8_lossy(&made.stderr).trim()
     );
-    python
+    PathBuf::from(String::from_utf8_lossy(&made.stdout).trim())
 }
 
 fn peft_logits(
