@@ -104,7 +104,9 @@ def main():
     seq, batch, r, alpha = 32, 4, 4, 8.0
 
     fixtures.make_base(argparse.Namespace(dir=base, layers=2, hidden=64, intermediate=160, heads=4,
-                                          kv_heads=2, vocab=96, max_pos=128, seed=7))
+                                          kv_heads=2, vocab=96, max_pos=128, seed=7,
+                                          tie=False, rope_theta=10000.0,
+                                          dtype="float32"))
     # Texts of mixed lengths: some shorter than seq_len (padding and EOS count), some cut.
     fixtures.make_data(argparse.Namespace(file=data, examples=24, chars=40, seed=3))
     with open(data) as f:
